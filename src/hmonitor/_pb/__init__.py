@@ -1,0 +1,1 @@
+"""Stubs generated from proto/hm.proto by tools/gen_proto.py — never edit by hand."""

@@ -1,0 +1,1 @@
+"""Data sources of the agent; none of them imports the server."""

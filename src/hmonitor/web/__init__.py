@@ -1,0 +1,1 @@
+"""The dashboard: polls the agents, keeps history, serves pages and APIs."""

@@ -1,0 +1,1 @@
+"""Shared fixtures. Helpers for the fake NVML library live in tests/fakenvml/."""

@@ -1,0 +1,122 @@
+"""Account expiry from /etc/shadow, with the meanings of ``ProcInfo.expiration``.
+
+0 = unknown (user absent, file unreadable), 1 = never expires (empty expiry field),
+anything else = the expiry as Unix seconds (shadow stores days since 1970-01-01).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+log = logging.getLogger(__name__)
+
+UNKNOWN = 0
+NEVER = 1
+# Day 0 means "expired on 1970-01-01", i.e. Unix time 0, but 0 and 1 already mean
+# "unknown" and "never" on the wire. 2 (two seconds after the epoch) is the closest
+# value that still reads as "expired long ago".
+EXPIRED_AT_EPOCH = 2
+
+_SECONDS_PER_DAY = 86400
+_EXPIRE_FIELD = 7  # name:password:lastchg:min:max:warn:inactive:expire:reserved
+
+
+def _parse_expire(raw: str) -> int | None:
+    """One expiry field -> expiration, or None when the field is malformed."""
+    raw = raw.strip()
+    if not raw:
+        return NEVER
+    # glibc reads "-1" as "field empty" (putspent writes it back as empty), so it means never.
+    if raw == "-1":
+        return NEVER
+    if not (raw.isascii() and raw.isdigit()):
+        return None
+    days = int(raw)
+    return days * _SECONDS_PER_DAY if days > 0 else EXPIRED_AT_EPOCH
+
+
+def parse_shadow(text: str) -> dict[str, int]:
+    """Map each username in shadow(5) text to its expiration; bad lines are skipped."""
+    result: dict[str, int] = {}
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        fields = stripped.split(":")
+        if len(fields) <= _EXPIRE_FIELD:
+            continue
+        name = fields[0]
+        # "+"/"-" lines are NIS compat markers, not accounts.
+        if not name or name[0] in "+-":
+            continue
+        expiration = _parse_expire(fields[_EXPIRE_FIELD])
+        if expiration is None:
+            continue
+        # getspnam() returns the first entry for a name; do the same.
+        result.setdefault(name, expiration)
+    return result
+
+
+class ShadowExpiry:
+    """Cached view of a shadow file, re-read only when the file changes."""
+
+    def __init__(self, path: str | os.PathLike[str] = "/etc/shadow") -> None:
+        self._path = os.fspath(path)
+        self._lock = threading.Lock()
+        self._signature: tuple[int, int, int] | None = None
+        self._expirations: dict[str, int] = {}
+        # True while the file is unreadable and that has been logged, so we log once per outage.
+        self._warned = False
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    def refresh(self) -> None:
+        """Re-read the file if its (inode, size, mtime) changed; never raises."""
+        with self._lock:
+            try:
+                st = os.stat(self._path)
+                # Nanosecond mtime catches edits within the same second; the inode catches
+                # the rename-into-place that shadow tools do.
+                signature = (st.st_ino, st.st_size, st.st_mtime_ns)
+                if signature == self._signature:
+                    return
+                with open(self._path, encoding="utf-8", errors="surrogateescape") as f:
+                    text = f.read()
+            except OSError as exc:
+                self._unreadable(exc)
+                return
+            self._expirations = parse_shadow(text)
+            self._signature = signature
+            if self._warned:
+                log.info("%s is readable again", self._path)
+            self._warned = False
+            log.debug("read %d accounts from %s", len(self._expirations), self._path)
+
+    def _unreadable(self, exc: OSError) -> None:
+        self._expirations = {}
+        # Forget the signature so the next refresh tries again (e.g. after a chgrp).
+        self._signature = None
+        if self._warned:
+            return
+        self._warned = True
+        if isinstance(exc, PermissionError):
+            log.warning(
+                "cannot read %s (%s): account expirations are reported as unknown; "
+                "add the agent's user to group 'shadow' (usermod -aG shadow USER) and restart it",
+                self._path,
+                exc.strerror or exc,
+            )
+        else:
+            log.warning(
+                "cannot read %s (%s): account expirations are reported as unknown",
+                self._path,
+                exc.strerror or exc,
+            )
+
+    def expiration(self, username: str) -> int:
+        """0 unknown, 1 never expires, else the expiry as Unix seconds."""
+        return self._expirations.get(username, UNKNOWN)

@@ -1,1 +1,3 @@
-"""Shared fixtures. Helpers for the fake NVML library live in tests/fakenvml/."""
+"""Shared fixtures. The fake NVML library's fixture lives in tests/fakenvml/plugin.py."""
+
+pytest_plugins = ["fakenvml.plugin"]

@@ -26,6 +26,9 @@ def generate(out_root: Path) -> None:
         f"--python_out={out_root}",
         f"--pyi_out={out_root}",
         f"--grpc_python_out={out_root}",
+        # Typed stubs for the services too (mypy-protobuf), so mypy checks calls through them.
+        f"--plugin=protoc-gen-mypy_grpc={Path(sys.executable).parent / 'protoc-gen-mypy_grpc'}",
+        f"--mypy_grpc_out={out_root}",
         "hmonitor/_pb/hm.proto",
     ]
     if protoc.main(args) != 0:

@@ -1,0 +1,235 @@
+"""`hmonitor`: the agent's command line. Every flag also reads a GOHM_* environment variable, so
+the spec's cron line (`GOHM_ADDR=... GOHM_ALLOW=... hmonitor`) keeps working unchanged."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from hmonitor import __version__
+from hmonitor.agent import server as srv
+from hmonitor.agent.snapshot import Collector, Sources
+from hmonitor.agent.sources import netinfo
+from hmonitor.agent.sources.accounts import ShadowExpiry
+from hmonitor.agent.sources.disks import DEFAULT_FSTYPES, DiskSource
+from hmonitor.agent.sources.gpu import GpuSource
+from hmonitor.agent.sources.nvml import NvmlSource
+from hmonitor.agent.sources.procs import ProcReader
+from hmonitor.agent.sources.simgpu import SimulatedGpuSource
+from hmonitor.agent.sources.users import UserNames
+
+log = logging.getLogger("hmonitor.agent")
+
+DEFAULT_ADDR = "0.0.0.0:9203"
+DEFAULT_ALLOW = "127.0.0.1/32"
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hmonitor",
+        description="GPU-server agent: serves this host's GPUs, processes, account expiry and "
+        "disks over gRPC (gpu.HostMonitor/GetInfo) to the hosts in an allow-list.",
+        epilog="A second copy started while one holds the address exits 0 at once, so cron can "
+        "start it every few minutes. The single-executable build needs an executable TMPDIR.",
+    )
+    a = p.add_argument
+    a(
+        "--addr",
+        default=_env("GOHM_ADDR", DEFAULT_ADDR),
+        help="listen address host:port [env GOHM_ADDR, default %(default)s]",
+    )
+    a(
+        "--allow",
+        default=_env("GOHM_ALLOW", DEFAULT_ALLOW),
+        help="comma-separated CIDRs allowed to connect, IPv4 and IPv6 [env GOHM_ALLOW, "
+        "default %(default)s]",
+    )
+    a("--id", default=_env("GOHM_ID"), help="HostInfo.id [env GOHM_ID, default: the hostname]")
+    a(
+        "--ip-prefix",
+        default=_env("GOHM_IP_PREFIX"),
+        help="report the last address starting with this prefix, e.g. '10.' [env GOHM_IP_PREFIX; "
+        "default: the address of the default route]",
+    )
+    a(
+        "--token-file",
+        type=Path,
+        default=_env("GOHM_TOKEN_FILE"),
+        help="file holding a shared token that clients must send in RequestInfo.token "
+        "[env GOHM_TOKEN_FILE; GOHM_TOKEN may hold the token itself]",
+    )
+    a("--tls-cert", type=Path, default=_env("GOHM_TLS_CERT"), help="serve TLS with this cert (PEM)")
+    a("--tls-key", type=Path, default=_env("GOHM_TLS_KEY"), help="the cert's private key (PEM)")
+    a(
+        "--tls-client-ca",
+        type=Path,
+        default=_env("GOHM_TLS_CLIENT_CA"),
+        help="require client certificates signed by this CA (mutual TLS)",
+    )
+    a(
+        "--shadow",
+        type=Path,
+        default=Path(_env("GOHM_SHADOW", "/etc/shadow") or ""),
+        help="shadow file for account expiry (readable by group 'shadow') [%(default)s]",
+    )
+    a("--proc", type=Path, default=Path("/proc"), help="procfs root [%(default)s]")
+    a("--mounts", type=Path, default=Path("/proc/mounts"), help="mount table [%(default)s]")
+    a(
+        "--fstypes",
+        default=_env("GOHM_FSTYPES", ",".join(sorted(DEFAULT_FSTYPES))),
+        help="filesystem types reported as disks [env GOHM_FSTYPES, default %(default)s]",
+    )
+    a(
+        "--statvfs-timeout",
+        type=float,
+        default=2.0,
+        help="seconds to wait for one mount before reporting it hung [%(default)s]",
+    )
+    a(
+        "--cache-ttl",
+        type=float,
+        default=1.0,
+        help="collect at most once per this many seconds, however many clients ask [%(default)s]",
+    )
+    a(
+        "--simulate",
+        type=int,
+        default=int(_env("GOHM_SIMULATE", "0") or 0),
+        metavar="N",
+        help="serve N simulated GPUs instead of NVML (demo without a GPU) [env GOHM_SIMULATE]",
+    )
+    a("--workers", type=int, default=8, help="gRPC worker threads [%(default)s]")
+    a("--log-level", default=_env("GOHM_LOG_LEVEL", "INFO"), help="[%(default)s]")
+    a("--version", action="version", version=f"hmonitor {__version__}")
+    return p
+
+
+def _port_taken(addr: str) -> bool:
+    """Whether binding `addr` fails because something already listens there."""
+    host, _, port = addr.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except (OSError, ValueError):
+        return False
+    family, _, _, _, sockaddr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(sockaddr)
+        except OSError as err:
+            return err.errno == errno.EADDRINUSE
+    return False
+
+
+def _token(args: argparse.Namespace) -> str:
+    if args.token_file is not None:
+        return str(args.token_file.read_text().strip())
+    return _env("GOHM_TOKEN", "") or ""
+
+
+def _tls(args: argparse.Namespace) -> srv.TlsFiles | None:
+    if args.tls_cert is None and args.tls_key is None:
+        if args.tls_client_ca is not None:
+            raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+        return None
+    if args.tls_cert is None or args.tls_key is None:
+        raise ValueError("TLS needs both --tls-cert and --tls-key")
+    return srv.TlsFiles(
+        cert=args.tls_cert.read_bytes(),
+        key=args.tls_key.read_bytes(),
+        client_ca=args.tls_client_ca.read_bytes() if args.tls_client_ca else None,
+    )
+
+
+def _gpu_source(simulate: int) -> GpuSource:
+    if simulate > 0:
+        return SimulatedGpuSource(simulate, seed=zlib.crc32(socket.gethostname().encode()))
+    return NvmlSource()
+
+
+def build_collector(args: argparse.Namespace) -> Collector:
+    prefix = args.ip_prefix
+    sources = Sources(
+        gpus=_gpu_source(args.simulate),
+        disks=DiskSource(
+            args.mounts,
+            fstypes=[t.strip() for t in args.fstypes.split(",") if t.strip()],
+            timeout=args.statvfs_timeout,
+        ),
+        procs=ProcReader(args.proc),
+        users=UserNames(),
+        shadow=ShadowExpiry(args.shadow),
+        hostname=netinfo.hostname,
+        ip=lambda: netinfo.primary_ipv4(prefix),
+    )
+    return Collector(sources, host_id=args.id, ttl=args.cache_ttl)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s hmonitor[%(process)d] %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        allow = srv.AllowList(srv.parse_allow(args.allow))
+        tls, token = _tls(args), _token(args)
+    except (ValueError, OSError) as err:
+        print(f"hmonitor: {err}", file=sys.stderr)
+        return 2
+    if _port_taken(args.addr):
+        # The normal case under cron: our earlier copy is serving. One line, success.
+        print(f"hmonitor: {args.addr} is already in use (another copy running?); exiting")
+        return 0
+    collector = build_collector(args)
+    try:
+        server, port = srv.build_server(
+            args.addr, collector.snapshot, allow, token=token, tls=tls, workers=args.workers
+        )
+    except srv.BindError as err:
+        if _port_taken(args.addr):  # lost a race with another copy starting at the same time
+            print(f"hmonitor: {args.addr} is already in use (another copy running?); exiting")
+            return 0
+        print(f"hmonitor: {err}", file=sys.stderr)
+        return 1
+    log.info(
+        "hmonitor %s serving on %s (port %d), allow %s%s%s",
+        __version__,
+        args.addr,
+        port,
+        srv.describe_networks(allow.networks),
+        ", TLS" + (" with client certificates" if tls and tls.client_ca else "") if tls else "",
+        ", token required" if token else "",
+    )
+    stopping = threading.Event()
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: stopping", signum)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    stopping.wait()
+    server.stop(grace=1.0).wait()
+    collector.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

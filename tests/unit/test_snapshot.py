@@ -1,0 +1,100 @@
+"""The collector: isolation of failing sources, the short cache, one collection for many callers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from hmonitor.agent.snapshot import Collector, Sources
+from hmonitor.agent.sources.disks import DiskSource
+from hmonitor.agent.sources.gpu import GpuProcess, GpuReading, GpuUnavailable
+from hmonitor.agent.sources.procs import ProcReader
+from hmonitor.agent.sources.simgpu import SimulatedGpuSource
+
+
+class CountingGpus:
+    def __init__(self, delay: float = 0.0, fail: Exception | None = None) -> None:
+        self.calls = 0
+        self.delay = delay
+        self.fail = fail
+
+    def read(self) -> list[GpuReading]:
+        self.calls += 1
+        time.sleep(self.delay)
+        if self.fail is not None:
+            raise self.fail
+        return [GpuReading(index=0, name="X", processes=[GpuProcess(pid=999999999, used_memory=5)])]
+
+    def close(self) -> None:
+        pass
+
+
+def _collector(tmp_path: Path, gpus: CountingGpus, ttl: float = 1.0) -> Collector:
+    mounts = tmp_path / "mounts"
+    mounts.write_text("")
+    sources = Sources(
+        gpus=gpus,
+        disks=DiskSource(mounts),
+        procs=ProcReader(tmp_path),
+        hostname=lambda: "node7",
+        ip=lambda: "10.0.0.7",
+    )
+    return Collector(sources, ttl=ttl)
+
+
+def test_many_callers_share_one_collection(tmp_path: Path) -> None:
+    gpus = CountingGpus(delay=0.05)
+    collector = _collector(tmp_path, gpus, ttl=5.0)
+    results = []
+    threads = [
+        threading.Thread(target=lambda: results.append(collector.snapshot())) for _ in range(16)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for _ in range(100):
+        collector.snapshot()
+    assert gpus.calls == 1 and len(results) == 16
+    assert results[0].hostname == "node7" and results[0].id == "node7"
+
+
+def test_cache_expires(tmp_path: Path) -> None:
+    gpus = CountingGpus()
+    collector = _collector(tmp_path, gpus, ttl=0.05)
+    collector.snapshot()
+    time.sleep(0.08)
+    collector.snapshot()
+    assert gpus.calls == 2
+
+
+def test_unknown_owner_is_kept(tmp_path: Path) -> None:
+    info = _collector(tmp_path, CountingGpus()).collect()
+    (proc,) = info.gpus[0].procs
+    assert (proc.pid, proc.mem, proc.uid, proc.username) == (999999999, 5, -1, "")
+
+
+def test_a_failing_source_is_isolated_and_recorded(tmp_path: Path) -> None:
+    collector = _collector(tmp_path, CountingGpus(fail=RuntimeError("boom")))
+    info = collector.collect()
+    assert "gpus: RuntimeError: boom" in info.err
+    assert info.hostname == "node7" and info.ip == "10.0.0.7"
+    assert not collector.stats["gpus"].ok and collector.stats["gpus"].failures == 1
+    assert collector.stats["hostname"].ok and collector.stats["gpus"].seconds >= 0
+
+
+def test_gpu_unavailable_is_the_hosts_err(tmp_path: Path) -> None:
+    collector = _collector(tmp_path, CountingGpus(fail=GpuUnavailable("NVML library not found")))
+    info = collector.collect()
+    assert info.err == "NVML library not found" and list(info.gpus) == []
+
+
+def test_simulated_gpus_are_labelled_and_carry_owners(tmp_path: Path) -> None:
+    sim = SimulatedGpuSource(8, seed=3, clock=lambda: 1_800_000_000.0)
+    first = sim.read()
+    assert first == SimulatedGpuSource(8, seed=3, clock=lambda: 1_800_000_000.0).read()
+    assert all(g.name.startswith("Simulated ") for g in first)
+    procs = [p for g in first for p in g.processes]
+    assert procs and all(p.username and p.expiration is not None for p in procs)
+    assert all(g.mem_used <= g.mem_total for g in first)

@@ -157,16 +157,17 @@ def _tls(args: argparse.Namespace) -> srv.TlsFiles | None:
     )
 
 
-def _gpu_source(simulate: int) -> GpuSource:
+def _gpu_source(simulate: int, host_id: str | None) -> GpuSource:
     if simulate > 0:
-        return SimulatedGpuSource(simulate, seed=zlib.crc32(socket.gethostname().encode()))
+        seed = zlib.crc32((host_id or socket.gethostname()).encode())  # stable per host
+        return SimulatedGpuSource(simulate, seed=seed)
     return NvmlSource()
 
 
 def build_collector(args: argparse.Namespace) -> Collector:
     prefix = args.ip_prefix
     sources = Sources(
-        gpus=_gpu_source(args.simulate),
+        gpus=_gpu_source(args.simulate, args.id),
         disks=DiskSource(
             args.mounts,
             fstypes=[t.strip() for t in args.fstypes.split(",") if t.strip()],

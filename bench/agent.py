@@ -1,0 +1,239 @@
+"""Agent benchmark: GetInfo latency and throughput, cold collection, RSS and idle CPU.
+
+    python bench/agent.py [--quick]
+
+Runs the real agent as a subprocess on the fake libnvidia-ml.so.1 (8 GPUs x 4 processes, every
+process a real one, so owners and expiry are looked up for real) and drives it with the Python
+gRPC client. Baseline in the same run: the same agent collecting on every call (--cache-ttl 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _table import print_table  # noqa: E402
+from agentproc import Agent, start_agent  # noqa: E402
+from fakenvml import FakeGpu, FakeProc, build_library, nvml_env, write_config  # noqa: E402
+
+from hmonitor._pb import hm_pb2, hm_pb2_grpc  # noqa: E402
+
+GIB = 1 << 30
+
+
+@dataclass
+class Result:
+    cold_ms: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    rps: dict[int, float] | None = None
+    errors: int = 0
+    rss_start_mb: float = 0.0
+    rss_after_mb: float = 0.0
+    idle_cpu_pct: float = 0.0
+
+
+def _rss_mb(pid: int) -> float:
+    return float(psutil.Process(pid).memory_info().rss) / 1e6
+
+
+def latency(stub: hm_pb2_grpc.HostMonitorStub, calls: int) -> list[float]:
+    req = hm_pb2.RequestInfo()
+    out = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        stub.GetInfo(req, timeout=5)
+        out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+def throughput(target: str, clients: int, seconds: float) -> tuple[float, int]:
+    """Calls/s with `clients` calls kept in flight at all times (async futures, one channel
+    per client as separate dashboards would have), and the number of failed calls."""
+    channels = [grpc.insecure_channel(target) for _ in range(clients)]
+    stubs = [hm_pb2_grpc.HostMonitorStub(ch) for ch in channels]
+    req = hm_pb2.RequestInfo()
+    for stub in stubs:  # connect first: measure serving, not connection set-up
+        stub.GetInfo(req, timeout=5)
+    done = 0
+    errors = 0
+    lock = threading.Lock()
+    deadline = time.perf_counter() + seconds
+    finished = threading.Event()
+    in_flight = [0]
+
+    def fire(stub: hm_pb2_grpc.HostMonitorStub) -> None:
+        fut = stub.GetInfo.future(req, timeout=5)
+
+        def on_done(f: grpc.Future[hm_pb2.HostInfo]) -> None:
+            nonlocal done, errors
+            with lock:
+                if f.exception() is None:
+                    done += 1
+                else:
+                    errors += 1
+            if time.perf_counter() < deadline:
+                fire(stub)
+            else:
+                with lock:
+                    in_flight[0] -= 1
+                    if in_flight[0] == 0:
+                        finished.set()
+
+        fut.add_done_callback(on_done)
+
+    start = time.perf_counter()
+    in_flight[0] = clients
+    for stub in stubs:
+        fire(stub)
+    finished.wait(seconds + 30)
+    elapsed = time.perf_counter() - start
+    for ch in channels:
+        ch.close()
+    return done / elapsed, errors
+
+
+def run(agent: Agent, quick: bool) -> Result:
+    res = Result(rps={})
+    channel = grpc.insecure_channel(agent.target)
+    stub = hm_pb2_grpc.HostMonitorStub(channel)
+    start = time.perf_counter()
+    info = stub.GetInfo(hm_pb2.RequestInfo(), timeout=10)
+    res.cold_ms = (time.perf_counter() - start) * 1000
+    assert len(info.gpus) == 8 and all(len(g.procs) == 4 for g in info.gpus), info
+    assert all(p.username for g in info.gpus for p in g.procs)
+    res.rss_start_mb = _rss_mb(agent.proc.pid)
+    lat = latency(stub, 500 if quick else 3000)
+    res.p50_ms = statistics.median(lat)
+    res.p99_ms = statistics.quantiles(lat, n=100)[98]
+    assert res.rps is not None
+    for clients in (8, 64):
+        res.rps[clients], errs = throughput(agent.target, clients, 2.0 if quick else 5.0)
+        res.errors += errs
+    latency(stub, 1000 if quick else 10_000)
+    res.rss_after_mb = _rss_mb(agent.proc.pid)
+    channel.close()
+    proc = psutil.Process(agent.proc.pid)
+    idle = 5.0 if quick else 30.0
+    before = proc.cpu_times()
+    time.sleep(idle)
+    after = proc.cpu_times()
+    used = (after.user - before.user) + (after.system - before.system)
+    res.idle_cpu_pct = 100 * used / idle
+    return res
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer calls, 5 s idle (smoke run)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        lib = build_library(tmp / "lib")
+        sleepers = [subprocess.Popen(["sleep", "3600"]) for _ in range(32)]
+        try:
+            gpus = [
+                FakeGpu(
+                    util=10 * i,
+                    temp=40 + i,
+                    mem_used=40 * GIB,
+                    procs=[
+                        FakeProc(sleepers[4 * i + j].pid, 10 * GIB, sm_util=5 * j) for j in range(4)
+                    ],
+                )
+                for i in range(8)
+            ]
+            config = tmp / "gpus.txt"
+            write_config(config, gpus)
+            env = nvml_env(lib, config)
+            results = {}
+            for label, ttl in (("hmonitor (1 s cache)", "1"), ("baseline: no cache", "0")):
+                agent = start_agent(tmp, ["--cache-ttl", ttl, "--log-level", "WARNING"], env=env)
+                try:
+                    results[label] = run(agent, args.quick)
+                finally:
+                    agent.stop()
+        finally:
+            for s in sleepers:
+                s.kill()
+                s.wait()
+
+    ours, base = results["hmonitor (1 s cache)"], results["baseline: no cache"]
+    assert ours.rps is not None and base.rps is not None
+
+    def ratio(a: float, b: float) -> str:
+        return f"{b / a:.1f}x" if a else "-"
+
+    rows: list[list[object]] = [
+        ["cold first GetInfo (ms)", f"{ours.cold_ms:.1f}", f"{base.cold_ms:.1f}", "", "-"],
+        [
+            "GetInfo p50, 1 client (ms)",
+            f"{ours.p50_ms:.2f}",
+            f"{base.p50_ms:.2f}",
+            ratio(ours.p50_ms, base.p50_ms),
+            "<= 1.0",
+        ],
+        [
+            "GetInfo p99, 1 client (ms)",
+            f"{ours.p99_ms:.2f}",
+            f"{base.p99_ms:.2f}",
+            ratio(ours.p99_ms, base.p99_ms),
+            "<= 3.0",
+        ],
+        [
+            "calls/s, 8 clients",
+            f"{ours.rps[8]:.0f}",
+            f"{base.rps[8]:.0f}",
+            ratio(base.rps[8], ours.rps[8]),
+            "",
+        ],
+        [
+            "calls/s, 64 clients",
+            f"{ours.rps[64]:.0f}",
+            f"{base.rps[64]:.0f}",
+            ratio(base.rps[64], ours.rps[64]),
+            ">= 1000",
+        ],
+        ["failed calls", ours.errors, base.errors, "", "0"],
+        [
+            "RSS after first call (MB)",
+            f"{ours.rss_start_mb:.1f}",
+            f"{base.rss_start_mb:.1f}",
+            "",
+            "<= 45",
+        ],
+        [
+            "RSS after 10,000 more calls (MB)",
+            f"{ours.rss_after_mb:.1f}",
+            f"{base.rss_after_mb:.1f}",
+            "",
+            "no growth",
+        ],
+        ["CPU while idle (%)", f"{ours.idle_cpu_pct:.2f}", f"{base.idle_cpu_pct:.2f}", "", "< 1"],
+    ]
+    print_table(
+        f"Agent: 8 fake H200 x 4 processes, loopback, Python client, {os.cpu_count()} CPUs"
+        + (" (quick)" if args.quick else ""),
+        ["metric", "hmonitor", "baseline", "gain", "target"],
+        rows,
+    )
+
+
+if __name__ == "__main__":
+    main()

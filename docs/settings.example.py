@@ -1,0 +1,28 @@
+# settings.py for hmonitor-web — the spec's three keys, then every optional one with its default.
+# The file is Python; hmonitor-web checks every key and names the bad one if something is wrong.
+
+# Agents to poll: display name -> "host:port" of its `hmonitor`.
+servers = {
+    "gpu01": "10.1.0.1:9203",
+    "gpu02": "10.1.0.2:9203",
+}
+# Signs the login cookie. Omit it and a random one is generated once and kept in the data dir.
+secret = "change me to a long random string"
+# What people type on the login page (also `Authorization: Bearer <token>` for the JSON API).
+token = "123456"
+
+# --- optional -------------------------------------------------------------------------------
+# interval = 10             # seconds between polling rounds
+# timeout = 3               # deadline of each agent call, seconds
+# agent_token = ""          # sent as RequestInfo.token to agents started with GOHM_TOKEN
+# tls_ca = "ca.pem"         # reach agents over TLS, trusting this CA (paths relative to this file)
+# tls_cert = "client.pem"   # client certificate + key, for agents that require mutual TLS
+# tls_key = "client.key"
+# tls_server_name = "hmonitor-agent"   # name to expect in agent certificates, if not the host's
+# session_lifetime = 604800 # seconds a login lasts (7 days)
+# data_dir = "data"         # notes, notice, history, generated secret (default: this folder)
+# history_addr = "127.0.0.1:9204"      # where the History gRPC service listens
+# history_raw_days = 10     # full-resolution history kept this long, then downsampled
+# history_keep_days = 365   # downsampled history kept this long
+# idle_util_threshold = 5   # % utilization under which a GPU holding memory counts as idle
+# idle_minutes = 120        # ... for this long before its process is flagged as an idle hog

@@ -1,1 +1,168 @@
-"""The dashboard: polls the agents, keeps history, serves pages and APIs."""
+"""The dashboard: polls the agents, keeps history, serves pages and APIs.
+
+``create_app(settings)`` builds a fresh Flask app; nothing lives at module level, so tests (and a
+future multi-app process) can create as many as they like. Blueprints are registered from one list
+in ``create_app``; a new part (e.g. history) adds its blueprint there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, cast
+
+from flask import Flask, current_app
+from flask_compress import Compress
+
+from hmonitor.web.jsonview import HostStateLike, PollerLike
+from hmonitor.web.notes import NotesStore
+from hmonitor.web.settings import Settings, load_settings
+
+__all__ = ["HostStateLike", "PollerLike", "ReloadResult", "WebState", "create_app", "get_state"]
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    servers: list[str]
+    added: list[str]
+    removed: list[str]
+    changed: list[str]
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return dataclasses.asdict(self)
+
+    def summary(self) -> str:
+        parts = [f"{len(self.servers)} hosts"]
+        for label, names in (("added", self.added), ("removed", self.removed),
+                             ("changed", self.changed)):
+            if names:
+                parts.append(f"{label}: {', '.join(names)}")
+        if len(parts) == 1:
+            parts.append("no change")
+        return "; ".join(parts)
+
+
+@dataclass
+class WebState:
+    """Everything one app instance owns; reached from views through ``get_state()``."""
+
+    settings: Settings
+    poller: PollerLike
+    notes: NotesStore
+    data_dir: Path
+    started_poller: bool = False
+    _reload_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def reload_servers(self) -> ReloadResult:
+        """Re-reads settings.py and hands its ``servers`` to the poller.
+
+        Used by SIGHUP (cli) and the admin button/API alike. Only ``servers`` is applied: the
+        token, secret and data dir of a running app stay as they were started. Raises
+        ``SettingsError`` for a malformed file, leaving the running hosts untouched.
+        """
+        with self._reload_lock:
+            fresh = load_settings(self.settings.path)
+            old = self.settings.servers
+            new = dict(fresh.servers)
+            self.poller.set_servers(new)
+            self.settings = dataclasses.replace(self.settings, servers=new)
+        return ReloadResult(
+            servers=list(new),
+            added=[n for n in new if n not in old],
+            removed=[n for n in old if n not in new],
+            changed=[n for n in new if n in old and old[n] != new[n]],
+        )
+
+    def close(self) -> None:
+        if self.started_poller:
+            self.poller.stop()
+        self.notes.close()
+
+
+def get_state(app: Flask | None = None) -> WebState:
+    return cast(WebState, (app or current_app).extensions["hmonitor"])
+
+
+def data_dir_of(settings: Settings) -> Path:
+    return settings.data_dir if settings.data_dir is not None else settings.path.parent
+
+
+def _poller_from_settings(settings: Settings) -> PollerLike:
+    # Imported here: only a real run needs gRPC; tests and tools inject their own poller.
+    from hmonitor.web.poller import Poller, credentials_from_settings  # noqa: PLC0415
+
+    return cast(
+        PollerLike,
+        Poller(
+            dict(settings.servers),
+            interval=settings.interval,
+            timeout=settings.timeout,
+            credentials=credentials_from_settings(settings),
+            server_name=settings.tls_server_name,
+            agent_token=settings.agent_token,
+            on_round=None,
+        ),
+    )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    poller: PollerLike | None = None,
+    start_poller: bool = True,
+    blueprints: list[Callable[[Flask], Any]] | None = None,
+) -> Flask:
+    """Builds the dashboard app for ``settings``.
+
+    Without ``poller`` one is built from the settings (TLS, agent token, interval, timeout).
+    With ``start_poller`` it is started: a first round at once in the background, then one per
+    interval. ``blueprints`` are extra ``register(app)`` callables run after the built-in ones.
+    """
+    from hmonitor.web import api, auth, views  # noqa: PLC0415 - they import get_state from here
+
+    data_dir = data_dir_of(settings)
+    data_dir.mkdir(parents=True, exist_ok=True)
+
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=auth.load_or_create_secret(settings.secret, data_dir),
+        SESSION_COOKIE_NAME="hmonitor_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=timedelta(seconds=settings.session_lifetime),
+        # CSRF is checked by auth's before_request, which knows when a Bearer token replaces it.
+        WTF_CSRF_CHECK_DEFAULT=False,
+        WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
+        JSON_SORT_KEYS=False,
+        COMPRESS_MIMETYPES=[
+            "text/html", "text/css", "application/javascript", "text/javascript",
+            "application/json",
+        ],
+        COMPRESS_MIN_SIZE=1024,
+    )
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.compact = True  # type: ignore[attr-defined]
+
+    if poller is None:
+        poller = _poller_from_settings(settings)
+    state = WebState(
+        settings=settings, poller=poller, notes=NotesStore.in_dir(data_dir), data_dir=data_dir
+    )
+    app.extensions["hmonitor"] = state
+
+    limiter = auth.init_app(app)
+    views.init_app(app)
+    api.init_app(app, limiter)
+    for register in blueprints or []:
+        register(app)
+
+    Compress(app)
+
+    if start_poller:
+        poller.start()
+        state.started_poller = True
+    return app

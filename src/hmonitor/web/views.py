@@ -1,0 +1,431 @@
+"""HTML pages: the overview, notes and the notice board, reload of servers.
+
+The overview is rendered here for the first paint (it works without JavaScript); ``overview.js``
+then keeps it live from ``/api/v1/hosts`` with the same markup and the same rules (free GPU,
+filters, expiry texts) — change one, change the other.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Blueprint, Flask, flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+
+from hmonitor._pb import hm_pb2
+from hmonitor.web import get_state
+from hmonitor.web.auth import client_label
+from hmonitor.web.jsonview import HostStateLike
+from hmonitor.web.notes import Note, NoteError
+from hmonitor.web.settings import SettingsError
+
+GIB = 1 << 30
+MIB = 1 << 20
+# A GPU is free when nobody runs anything on it and it is idle.
+FREE_UTIL_PCT = 5
+FREE_MEM_PCT = 5
+DISK_WARN_PCT = 90
+EXPIRY_SOON_S = 14 * 86400
+LOST_PREFIX = "GPU lost:"
+SIMULATED_PREFIX = "Simulated "
+
+bp = Blueprint("views", __name__)
+
+
+# --- view model ---------------------------------------------------------------------------------
+
+
+def ago(seconds: float) -> str:
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s} s ago"
+    if s < 3600:
+        return f"{s // 60} min ago"
+    if s < 86400:
+        return f"{s // 3600} h ago"
+    return f"{s // 86400} d ago"
+
+
+def size_text(n: int) -> str:
+    if n >= GIB:
+        return f"{n / GIB:.1f} GiB"
+    return f"{n // MIB} MiB"
+
+
+def expiry(exp: int, now: float) -> tuple[str, str]:
+    """The expiry as (text, css class or "" for a plain date): 0 unknown, 1 never, else a UTC
+    date (shadow counts days)."""
+    if exp == 0:
+        return "unknown", "exp-unknown"
+    if exp == 1:
+        return "never", "exp-never"
+    if exp <= now:
+        return "expired", "exp-expired"
+    text = time.strftime("%Y-%m-%d", time.gmtime(exp))
+    return text, ("exp-soon" if exp - now < EXPIRY_SOON_S else "")
+
+
+def user_label(p: hm_pb2.ProcInfo) -> str:
+    # Unknown owners (no passwd entry, or a container's uid) are shown by uid, never hidden.
+    return p.username or f"uid {p.uid}"
+
+
+def gpu_is_lost(g: hm_pb2.GPUInfo) -> bool:
+    return g.name.startswith(LOST_PREFIX)
+
+
+def gpu_is_free(g: hm_pb2.GPUInfo) -> bool:
+    if gpu_is_lost(g) or len(g.procs) or g.utilization >= FREE_UTIL_PCT:
+        return False
+    return g.mem_total > 0 and g.mem_used * 100 < FREE_MEM_PCT * g.mem_total
+
+
+def short_model(name: str) -> str:
+    for prefix in ("NVIDIA ", "Simulated "):
+        if name.startswith(prefix):
+            name = name[len(prefix):]
+    return name.removeprefix("GeForce ")
+
+
+@dataclass(slots=True)
+class ProcView:
+    user: str
+    label: str
+    mem: str
+    exp_text: str
+    exp_class: str
+
+
+@dataclass(slots=True)
+class GpuView:
+    index: int
+    model: str
+    name: str
+    util: int
+    mem_used: float
+    mem_total: float
+    mem_text: str
+    temp: int
+    fan: str
+    free: bool
+    lost: bool
+    procs: list[ProcView]
+
+
+@dataclass(slots=True)
+class DiskView:
+    mount: str
+    device: str
+    pct: int
+    text: str
+    warn: bool
+
+
+@dataclass(slots=True)
+class HostView:
+    name: str
+    address: str
+    up: bool
+    error: str
+    seen: str
+    rtt: str
+    ip: str
+    hostname: str
+    simulated: bool
+    stale: bool
+    gpus: list[GpuView]
+    disks: list[DiskView]
+    notes: list[Note]
+    n_gpus: int = 0
+    n_free: int = 0
+
+
+@dataclass
+class Summary:
+    hosts_up: int = 0
+    hosts_down: int = 0
+    gpus: int = 0
+    free: int = 0
+    busy: int = 0
+    lost: int = 0
+    users: set[str] = field(default_factory=set)
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "hosts_up": self.hosts_up, "hosts_down": self.hosts_down, "gpus": self.gpus,
+            "free": self.free, "busy": self.busy, "lost": self.lost, "users": len(self.users),
+        }
+
+
+@dataclass(frozen=True)
+class Filters:
+    user: str = ""
+    host: str = ""
+    free: bool = False
+
+    @classmethod
+    def from_args(cls, args: Any) -> Filters:
+        return cls(
+            user=str(args.get("user", "")).strip()[:64],
+            host=str(args.get("host", "")).strip()[:128],
+            free=str(args.get("free", "")) in ("1", "on", "true"),
+        )
+
+    @property
+    def active(self) -> bool:
+        return bool(self.user or self.host or self.free)
+
+
+def _procs_view(
+    procs: Iterable[hm_pb2.ProcInfo], expiries: dict[int, tuple[str, str]], now: float
+) -> list[ProcView]:
+    """One entry per user on the GPU, with that user's processes summed.
+
+    Hot path (100 hosts x 8 GPUs x 4 processes per page): each protobuf field is read once,
+    and expiry texts are shared through ``expiries`` across the page.
+    """
+    by_user: dict[str, list[int]] = {}  # user -> [memory, processes, expiration]
+    for p in procs:
+        user = p.username or f"uid {p.uid}"
+        entry = by_user.get(user)
+        if entry is None:
+            by_user[user] = [p.mem, 1, p.expiration]
+        else:
+            entry[0] += p.mem
+            entry[1] += 1
+    out = []
+    for user, (mem, count, exp) in by_user.items():
+        texts = expiries.get(exp)
+        if texts is None:
+            texts = expiries[exp] = expiry(exp, now)
+        out.append(ProcView(user, f"{user} \u00d7{count}" if count > 1 else user, size_text(mem),
+                            texts[0], texts[1]))
+    return out
+
+
+def _gpu_view(g: hm_pb2.GPUInfo, expiries: dict[int, tuple[str, str]], now: float) -> GpuView:
+    name = g.name
+    lost = name.startswith(LOST_PREFIX)
+    used_b, total_b, util, procs = g.mem_used, g.mem_total, g.utilization, g.procs
+    used, total = used_b / GIB, total_b / GIB
+    free = (not lost and not procs and util < FREE_UTIL_PCT and total_b > 0
+            and used_b * 100 < FREE_MEM_PCT * total_b)
+    fan = g.fanspeed
+    return GpuView(
+        index=g.id,
+        model="lost" if lost else short_model(name),
+        name=name,
+        util=util,
+        mem_used=round(used, 1),
+        mem_total=round(total, 1),
+        mem_text=f"{used:.1f}/{total:.0f} GiB",
+        temp=g.temp,
+        fan=f"{fan}%" if fan else "—",
+        free=free,
+        lost=lost,
+        procs=[] if lost else _procs_view(procs, expiries, now),
+    )
+
+
+def percent(part: int, whole: int) -> int:
+    """Rounded half up, as overview.js does (Python's round() rounds half to even)."""
+    return int(part * 100 / whole + 0.5) if whole else 0
+
+
+def _disk_view(d: hm_pb2.DiskInfo) -> DiskView:
+    pct = percent(d.used, d.total)
+    return DiskView(
+        mount=d.mount or d.device,
+        device=d.device,
+        pct=pct,
+        text=f"{size_text(d.used)} of {size_text(d.total)}",
+        warn=pct >= DISK_WARN_PCT,
+    )
+
+
+def host_view(
+    h: HostStateLike, notes: Sequence[Note], now: float,
+    expiries: dict[int, tuple[str, str]] | None = None,
+) -> HostView:
+    info = h.info
+    exp_cache = {} if expiries is None else expiries
+    gpus = [_gpu_view(g, exp_cache, now) for g in info.gpus] if info is not None else []
+    seen = "never seen" if h.last_seen is None else f"last seen {ago(now - h.last_seen)}"
+    return HostView(
+        name=h.name,
+        address=h.address,
+        up=h.up,
+        error=h.error,
+        seen=seen,
+        rtt=f"{h.rtt_ms:.1f} ms" if h.rtt_ms is not None else "",
+        ip=info.ip if info is not None else "",
+        hostname=info.hostname if info is not None else "",
+        simulated=info is not None and any(g.name.startswith(SIMULATED_PREFIX)
+                                           for g in info.gpus),
+        stale=not h.up and info is not None,
+        gpus=gpus,
+        disks=[_disk_view(d) for d in info.disks] if info is not None else [],
+        notes=list(notes),
+        n_gpus=len(gpus),
+        n_free=sum(1 for g in gpus if g.free) if h.up else 0,
+    )
+
+
+def summarize(hosts: Iterable[HostStateLike]) -> Summary:
+    s = Summary()
+    for h in hosts:
+        if not h.up:
+            s.hosts_down += 1
+            continue
+        s.hosts_up += 1
+        if h.info is None:
+            continue
+        for g in h.info.gpus:
+            s.gpus += 1
+            if gpu_is_lost(g):
+                s.lost += 1
+            elif gpu_is_free(g):
+                s.free += 1
+            else:
+                s.busy += 1
+            for p in g.procs:
+                s.users.add(user_label(p))
+    return s
+
+
+def apply_filters(view: HostView, f: Filters) -> HostView | None:
+    """The host as the filters show it, or None when nothing of it matches."""
+    if f.host:
+        needle = f.host.lower()
+        if not any(needle in s.lower() for s in (view.name, view.ip, view.hostname)):
+            return None
+    if not (f.user or f.free):
+        return view
+    if not view.up:
+        return None
+    gpus = view.gpus
+    if f.free:
+        gpus = [g for g in gpus if g.free]
+    if f.user:
+        needle = f.user.lower()
+        gpus = [g for g in gpus if any(needle in p.user.lower() for p in g.procs)]
+    if not gpus:
+        return None
+    view.gpus = gpus
+    return view
+
+
+def overview_model(filters: Filters) -> dict[str, Any]:
+    state = get_state()
+    now = time.time()
+    hosts = state.poller.hosts()
+    notes_by_host: dict[str, list[Note]] = {}
+    for n in state.notes.notes():
+        notes_by_host.setdefault(n.host, []).append(n)
+    views = []
+    expiries: dict[int, tuple[str, str]] = {}
+    for h in hosts:
+        v = apply_filters(host_view(h, notes_by_host.get(h.name, ()), now, expiries), filters)
+        if v is not None:
+            views.append(v)
+    return {
+        "hosts": views,
+        "total_hosts": len(hosts),
+        "summary": summarize(hosts),
+        "filters": filters,
+        "generated_at": now,
+    }
+
+
+# --- pages --------------------------------------------------------------------------------------
+
+
+@bp.app_context_processor
+def _common() -> dict[str, Any]:
+    return {"notice": get_state().notes.notice(), "free_util": FREE_UTIL_PCT,
+            "free_mem": FREE_MEM_PCT, "disk_warn": DISK_WARN_PCT}
+
+
+@bp.route("/")
+def overview() -> ResponseReturnValue:
+    return render_template("overview.html", **overview_model(Filters.from_args(request.args)))
+
+
+@bp.route("/notes")
+def notes() -> ResponseReturnValue:
+    state = get_state()
+    edit_user = request.args.get("user", "")
+    edit_host = request.args.get("host", "")
+    editing = state.notes.get(edit_user, edit_host) if edit_user and edit_host else None
+    return render_template(
+        "notes.html",
+        notes=state.notes.notes(),
+        editing=editing,
+        form_user=edit_user,
+        form_host=edit_host,
+        host_names=[h.name for h in state.poller.hosts()],
+        settings_path=state.settings.path,
+    )
+
+
+@bp.route("/notes", methods=["POST"])
+def save_note() -> ResponseReturnValue:
+    f = request.form
+    try:
+        note = get_state().notes.put(
+            f.get("user", ""), f.get("host", ""), f.get("note", ""), by=client_label()
+        )
+    except NoteError as err:
+        flash(f"Note not saved: {err}.", "error")
+        return redirect(url_for("views.notes", user=f.get("user", ""), host=f.get("host", "")))
+    flash(f"Saved the note for {note.user}@{note.host}.", "ok")
+    return redirect(url_for("views.notes"))
+
+
+@bp.route("/notes/delete", methods=["POST"])
+def delete_note() -> ResponseReturnValue:
+    user, host = request.form.get("user", ""), request.form.get("host", "")
+    if get_state().notes.delete(user, host):
+        flash(f"Removed the note for {user}@{host}.", "ok")
+    else:
+        flash(f"There was no note for {user}@{host}.", "error")
+    return redirect(url_for("views.notes"))
+
+
+@bp.route("/notice", methods=["GET"])
+def notice_form() -> ResponseReturnValue:
+    return redirect(url_for("views.notes", _anchor="notice-form"))
+
+
+@bp.route("/notice", methods=["POST"])
+def save_notice() -> ResponseReturnValue:
+    try:
+        saved = get_state().notes.set_notice(request.form.get("notice", ""), by=client_label())
+    except NoteError as err:
+        flash(f"Notice not saved: {err}.", "error")
+    else:
+        flash("Notice saved." if saved.text else "Notice cleared.", "ok")
+    return redirect(url_for("views.notes", _anchor="notice-form"))
+
+
+@bp.route("/reload", methods=["POST"])
+def reload_servers() -> ResponseReturnValue:
+    try:
+        result = get_state().reload_servers()
+    except SettingsError as err:
+        flash(f"settings.py not reloaded: {err}", "error")
+    else:
+        flash(f"Reloaded servers: {result.summary()}.", "ok")
+    return redirect(url_for("views.notes", _anchor="admin"))
+
+
+def when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else ""
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)
+    app.add_template_filter(when)

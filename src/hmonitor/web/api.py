@@ -106,13 +106,6 @@ def _make_blueprint() -> Blueprint:
             return _error(400, str(err))
         return jsonify(result.as_dict())
 
-    @bp.errorhandler(HTTPException)
-    def http_error(err: HTTPException) -> ResponseReturnValue:
-        # Method not allowed, bad JSON and the like: JSON like every other answer here.
-        resp: Response = jsonify(error=err.description or err.name)
-        resp.status_code = err.code or 500
-        return resp
-
     return bp
 
 
@@ -121,9 +114,12 @@ def init_app(app: Flask, limiter: Limiter) -> None:
     limit_bad_bearer(limiter, bp)
     app.register_blueprint(bp)
 
-    @app.errorhandler(404)
-    def not_found(err: HTTPException) -> ResponseReturnValue:
-        # Blueprint error handlers do not see unknown URLs; answer JSON under /api/ anyway.
-        if request.path.startswith("/api/"):
-            return _error(404, "no such API endpoint")
-        return err
+    @app.errorhandler(HTTPException)
+    def http_error(err: HTTPException) -> ResponseReturnValue:
+        # Unknown URL, wrong method, bad JSON...: JSON under /api/ like every other answer
+        # there. App-wide, as routing errors never reach a blueprint's handlers.
+        if not request.path.startswith("/api/"):
+            return err
+        resp: Response = jsonify(error=err.description or err.name)
+        resp.status_code = err.code or 500
+        return resp

@@ -1,0 +1,1 @@
+"""Tests of the single executable built by tools/build_exe.py (marker `exe`)."""

@@ -221,7 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     stopping = threading.Event()
 
     def stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: stopping", signum)
+        if not stopping.is_set():  # the executable's loaders forward the group's signal again
+            log.info("signal %d: stopping", signum)
         stopping.set()
 
     signal.signal(signal.SIGTERM, stop)

@@ -13,12 +13,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from grpc_tools import protoc  # a test/dev dependency: never imported by the package itself
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def generate(out_root: Path) -> None:
-    from grpc_tools import protoc  # dev-only dependency, never imported at run time
-
     (out_root / "hmonitor" / "_pb").mkdir(parents=True, exist_ok=True)
     args = [
         "protoc",
@@ -42,4 +42,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

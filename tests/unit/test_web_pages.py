@@ -132,7 +132,7 @@ def test_gpu_rows_show_model_numbers_and_processes(client: FlaskClient) -> None:
     assert "10.0.0.1" in text and "gpu01.lab" in text
     assert "A100-SXM4-80GB" in text
     assert "97%" in text and "31.0/80 GiB" in text and "40°C" in text
-    assert "alice (30.0 GiB, 2100-01-01)" in text
+    assert "alice (30 GiB, 2100-01-01)" in text
 
 
 def test_expiry_texts(client: FlaskClient) -> None:

@@ -7,6 +7,7 @@ filters, expiry texts) — change one, change the other.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -49,9 +50,21 @@ def ago(seconds: float) -> str:
     return f"{s // 86400} d ago"
 
 
+def r1(x: float) -> str:
+    """One decimal, rounded half up like overview.js (format() rounds half to even)."""
+    return f"{math.floor(x * 10 + 0.5) / 10:.1f}"
+
+
+def r0(x: float) -> str:
+    return str(math.floor(x + 0.5))
+
+
 def size_text(n: int) -> str:
+    """Memory of a process or disk: whole GiB from 10 GiB up, where a decimal is noise."""
+    if n >= 10 * GIB:
+        return f"{r0(n / GIB)} GiB"
     if n >= GIB:
-        return f"{n / GIB:.1f} GiB"
+        return f"{r1(n / GIB)} GiB"
     return f"{n // MIB} MiB"
 
 
@@ -84,10 +97,9 @@ def gpu_is_free(g: hm_pb2.GPUInfo) -> bool:
 
 
 def short_model(name: str) -> str:
-    for prefix in ("NVIDIA ", "Simulated "):
-        if name.startswith(prefix):
-            name = name[len(prefix):]
-    return name.removeprefix("GeForce ")
+    for prefix in ("Simulated ", "NVIDIA ", "GeForce ", "Tesla "):
+        name = name.removeprefix(prefix)
+    return name
 
 
 @dataclass(slots=True)
@@ -221,7 +233,7 @@ def _gpu_view(g: hm_pb2.GPUInfo, expiries: dict[int, tuple[str, str]], now: floa
         util=util,
         mem_used=round(used, 1),
         mem_total=round(total, 1),
-        mem_text=f"{used:.1f}/{total:.0f} GiB",
+        mem_text=f"{r1(used)}/{r0(total)} GiB",
         temp=g.temp,
         fan=f"{fan}%" if fan else "—",
         free=free,

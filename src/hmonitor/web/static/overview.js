@@ -58,8 +58,13 @@
     return Math.floor(s / 86400) + " d ago";
   }
 
+  // Rounded half up, as views.py does.
+  function r1(x) { return (Math.floor(x * 10 + 0.5) / 10).toFixed(1); }
+  function r0(x) { return String(Math.floor(x + 0.5)); }
+
   function sizeText(n) {
-    if (n >= GIB) return (n / GIB).toFixed(1) + " GiB";
+    if (n >= 10 * GIB) return r0(n / GIB) + " GiB";
+    if (n >= GIB) return r1(n / GIB) + " GiB";
     return Math.floor(n / MIB) + " MiB";
   }
 
@@ -85,10 +90,10 @@
   }
 
   function shortModel(name) {
-    ["NVIDIA ", "Simulated "].forEach(function (prefix) {
+    ["Simulated ", "NVIDIA ", "GeForce ", "Tesla "].forEach(function (prefix) {
       if (name.indexOf(prefix) === 0) name = name.slice(prefix.length);
     });
-    return name.indexOf("GeForce ") === 0 ? name.slice(8) : name;
+    return name;
   }
 
   function pct(used, total) {
@@ -128,7 +133,7 @@
       util: g.utilization,
       memUsed: used,
       memTotal: total,
-      memText: used.toFixed(1) + "/" + total.toFixed(0) + " GiB",
+      memText: r1(used) + "/" + r0(total) + " GiB",
       temp: g.temp,
       fan: g.fanspeed ? g.fanspeed + "%" : "\u2014",
       free: isFree(g),
@@ -203,7 +208,7 @@
     if (g.lost) {
       var cell = el("td", null, g.name);
       cell.colSpan = 6;
-      tr = el("tr", "lost", el("td", null, String(g.index)), cell, el("td"));
+      tr = el("tr", "lost", el("td", null, String(g.index)), cell);
     } else {
       var model = el("td", null, g.model);
       model.title = g.name;

@@ -1,0 +1,313 @@
+"""The dashboard in a real headless Chromium, against real gRPC agents over loopback.
+
+Two in-test agents (``grpc.server`` with a HostMonitor servicer) and one closed port (a down
+host); the real app with its real poller, served by waitress on a free loopback port. Chromium
+is Debian's (``apt-get install chromium``), driven by Playwright's sync API. The last test saves
+a full-page screenshot to ``artifacts/dashboard.png``.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from playwright.sync_api import expect
+
+from hmonitor._pb import hm_pb2, hm_pb2_grpc
+from hmonitor.web import create_app, get_state
+from hmonitor.web.settings import load_settings
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+TOKEN = "browser-test-token"
+GIB = 1 << 30
+FAR = 4102444800  # 2100-01-01
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(),
+                       reason="needs Debian's chromium at /usr/bin/chromium "
+                       "(apt-get install -y chromium)"),
+]
+
+
+def _proc(user: str, pid: int, mem_gib: float, expiration: int = FAR,
+          uid: int = 1000) -> hm_pb2.ProcInfo:
+    return hm_pb2.ProcInfo(pid=pid, uid=uid, username=user, basename="python",
+                           expiration=expiration, utilization=40, mem=int(mem_gib * GIB))
+
+
+def _gpu(index: int, *procs: hm_pb2.ProcInfo, util: int = 0, used: float = 0.3,
+         total: float = 80, name: str = "NVIDIA A100-SXM4-80GB", temp: int = 38,
+         fan: int = 0) -> hm_pb2.GPUInfo:
+    return hm_pb2.GPUInfo(id=index, mem_used=int(used * GIB), mem_total=int(total * GIB),
+                          utilization=util, temp=temp, name=name, fanspeed=fan, procs=procs)
+
+
+def _disks(*fills: tuple[str, float]) -> list[hm_pb2.DiskInfo]:
+    return [hm_pb2.DiskInfo(device=f"/dev/nvme0n{i}", mount=m, total=2000 * GIB,
+                            used=int(2000 * GIB * f)) for i, (m, f) in enumerate(fills)]
+
+
+def snapshot_a() -> hm_pb2.HostInfo:
+    now = int(time.time())
+    return hm_pb2.HostInfo(
+        id="gpu-a", ip="10.20.0.11", hostname="gpu-a.lab", gpus=[
+            _gpu(0, _proc("alice", 1201, 61.5), util=97, used=62, temp=71, total=80),
+            _gpu(1, _proc("bob", 1302, 18.0, expiration=now - 86400),
+                 _proc("bob", 1303, 4.0, expiration=now - 86400), util=64, used=22.5, temp=66),
+            _gpu(2, util=0, used=0.4, temp=34),
+            _gpu(3, _proc("", 1404, 7.5, expiration=0, uid=31337), util=23, used=8, temp=51),
+        ], disks=_disks(("/", 0.42), ("/data", 0.94)))
+
+
+def snapshot_b() -> hm_pb2.HostInfo:
+    now = int(time.time())
+    return hm_pb2.HostInfo(
+        id="gpu-b", ip="10.20.0.12", hostname="gpu-b.lab", gpus=[
+            _gpu(0, _proc("carol", 2101, 70.2, expiration=now + 5 * 86400), util=88, used=71,
+                 total=141, name="NVIDIA H200", temp=62),
+            _gpu(1, _proc("dave", 2202, 33.0, expiration=1), util=45, used=33.5, total=141,
+                 name="NVIDIA H200", temp=57),
+            hm_pb2.GPUInfo(id=2, name="GPU lost: Unknown Error (GPU has fallen off the bus)"),
+            _gpu(3, util=1, used=0.5, total=141, name="NVIDIA H200", temp=35),
+        ], disks=_disks(("/", 0.61), ("/scratch", 0.73)))
+
+
+class Agent(hm_pb2_grpc.HostMonitorServicer):
+    """An agent answering whatever snapshot the test holds right now."""
+
+    def __init__(self, info: hm_pb2.HostInfo) -> None:
+        self.info = info
+
+    def GetInfo(
+        self, request: hm_pb2.RequestInfo, context: grpc.ServicerContext
+    ) -> hm_pb2.HostInfo:
+        return self.info
+
+
+@dataclass
+class Dashboard:
+    url: str
+    agents: dict[str, Agent]
+    app: Any
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
+    import waitress  # noqa: PLC0415 - only this test serves over HTTP
+
+    agents = {"gpu-a": Agent(snapshot_a()), "gpu-b": Agent(snapshot_b())}
+    servers: dict[str, str] = {}
+    grpc_servers = []
+    for name, agent in agents.items():
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        hm_pb2_grpc.add_HostMonitorServicer_to_server(agent, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        grpc_servers.append(server)
+        servers[name] = f"127.0.0.1:{port}"
+    servers["gpu-down"] = f"127.0.0.1:{_closed_port()}"
+
+    folder = tmp_path_factory.mktemp("dashboard")
+    (folder / "settings.py").write_text(
+        f"servers = {servers!r}\ntoken = {TOKEN!r}\ninterval = 1\ntimeout = 1\n")
+    app = create_app(load_settings(folder / "settings.py"))
+    http = waitress.create_server(app, host="127.0.0.1", port=0, threads=4)
+    thread = threading.Thread(target=http.run, name="waitress", daemon=True)
+    thread.start()
+    state = get_state(app)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(h.polled_at is None for h in state.poller.hosts()):
+        time.sleep(0.05)
+    try:
+        yield Dashboard(f"http://127.0.0.1:{http.effective_port}", agents, app)
+    finally:
+        http.close()
+        http.task_dispatcher.shutdown()
+        state.close()
+        for server in grpc_servers:
+            server.stop(grace=None)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright  # noqa: PLC0415 - only when not skipped
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+        )
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+class Watch:
+    """Console errors, page errors and CSP violations seen by one page."""
+
+    def __init__(self, page: Any) -> None:
+        self.problems: list[str] = []
+        page.on("console", self._console)
+        page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
+        # Runs from the devtools protocol, so the page's CSP does not apply to it.
+        page.add_init_script(
+            "document.addEventListener('securitypolicyviolation', e => console.error("
+            "'CSP violation: ' + e.violatedDirective + ' ' + e.blockedURI));")
+
+    def _console(self, message: Any) -> None:
+        if message.type == "error":
+            self.problems.append(f"console: {message.text}")
+
+
+@pytest.fixture
+def page(browser: Any, dashboard: Dashboard) -> Iterator[tuple[Any, Watch]]:
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    pg = context.new_page()
+    pg.set_default_timeout(15_000)
+    watch = Watch(pg)
+    pg.goto(dashboard.url + "/")
+    assert "/login" in pg.url
+    pg.fill("input[name=token]", TOKEN)
+    pg.fill("input[name=name]", "browser")
+    pg.click("button[type=submit]")
+    pg.wait_for_selector("article[data-host='gpu-a']")
+    # The live refresh ran at least once. (Waiting uses locators: the page's CSP forbids the
+    # eval that wait_for_function with an expression needs.)
+    expect(pg.locator("#updated")).to_have_text(re.compile("^live"))
+    try:
+        yield pg, watch
+    finally:
+        context.close()
+
+
+def _text(page: Any, selector: str) -> str:
+    # textContent, not innerText: the words as written, not as CSS capitalises them.
+    return " ".join(str(page.text_content(selector)).split())
+
+
+def test_sees_the_hosts_and_the_down_host_in_red(
+    page: tuple[Any, Watch], dashboard: Dashboard
+) -> None:
+    pg, watch = page
+    a = _text(pg, "article[data-host='gpu-a']")
+    assert "10.20.0.11" in a and "gpu-a.lab" in a
+    assert "alice (62 GiB, 2100-01-01)" in a
+    assert "bob \u00d72 (22 GiB, expired)" in a
+    assert "uid 31337 (7.5 GiB, unknown)" in a
+    b = _text(pg, "article[data-host='gpu-b']")
+    assert "GPU lost: Unknown Error" in b and "dave (33 GiB, never)" in b
+
+    down = pg.locator("article[data-host='gpu-down']")
+    assert "down" in (down.get_attribute("class") or "").split()
+    assert "connection refused" in _text(pg, "article[data-host='gpu-down'] .err")
+    assert "never seen" in _text(pg, "article[data-host='gpu-down'] .err")
+    red = down.evaluate("el => getComputedStyle(el.querySelector('h2')).color")
+    r, g, bl = (int(x) for x in re.findall(r"\d+", red)[:3])
+    assert r > 150 and g < 100 and bl < 100, f"down host name should be red, is {red}"
+    summary = _text(pg, "#summary")
+    assert "2 hosts up" in summary and "1 down" in summary and "1 lost" in summary
+    assert watch.problems == []
+
+
+def test_live_page_matches_the_server_rendered_one_and_follows_the_agents(
+    page: tuple[Any, Watch], dashboard: Dashboard
+) -> None:
+    pg, watch = page
+    # overview.js rebuilt the panels from the API; they must read as the server's did.
+    server_html = pg.request.get(dashboard.url + "/").text()
+    for host in ("gpu-a", "gpu-b"):
+        served = re.search(rf'<article class="host up" data-host="{host}">.*?</article>',
+                           server_html, re.S)
+        assert served is not None
+        served_text = " ".join(re.sub(r"<[^>]+>", " ", served.group(0)).split())
+        served_text = served_text.replace("&lt;", "<").replace("&gt;", ">")
+        live = pg.locator(f"article[data-host='{host}']").evaluate("el => el.textContent")
+        assert " ".join(str(live).split()).replace(" ", "") == served_text.replace(" ", "")
+
+    # A new job on gpu-a appears without a reload.
+    pg.evaluate("window.__marker = 1")
+    info = snapshot_a()
+    info.gpus[2].procs.append(_proc("zoe", 1999, 12.0))
+    info.gpus[2].utilization = 77
+    dashboard.agents["gpu-a"].info = info
+    expect(pg.locator("article[data-host='gpu-a']")).to_contain_text("zoe", timeout=20_000)
+    assert pg.evaluate("window.__marker") == 1, "the page must not have reloaded"
+    dashboard.agents["gpu-a"].info = snapshot_a()
+    assert watch.problems == []
+
+
+def test_filters_by_user_in_place_and_in_the_url(page: tuple[Any, Watch]) -> None:
+    pg, watch = page
+    pg.fill("input[name=user]", "carol")
+    expect(pg.locator("#hosts article")).to_have_count(1)
+    assert pg.locator("#hosts article").get_attribute("data-host") == "gpu-b"
+    assert pg.locator("article[data-host='gpu-b'] tbody tr").count() == 1
+    assert "user=carol" in pg.url
+    # The filter survives a reload (and is then applied by the server).
+    pg.reload()
+    pg.wait_for_selector("article[data-host='gpu-b']")
+    assert pg.input_value("input[name=user]") == "carol"
+    assert pg.locator("#hosts article").count() == 1
+    pg.fill("input[name=user]", "")
+    pg.check("input[name=free]")
+    expect(pg.locator("#hosts article")).to_have_count(2)
+    assert "free=1" in pg.url and "user=" not in pg.url
+    assert pg.locator("#hosts tbody tr").count() == 2  # gpu-a/2 and gpu-b/3
+    assert watch.problems == []
+
+
+def test_notes_notice_theme_and_screenshot(page: tuple[Any, Watch], dashboard: Dashboard) -> None:
+    pg, watch = page
+    pg.click("nav >> text=Notes")
+    pg.fill("input[name=user]", "alice")
+    pg.fill("input[name=host]", "gpu-a")
+    pg.fill("textarea[name=note]", "fine-tuning until Friday, please leave GPU 0 <3")
+    pg.click("text=Save note")
+    assert "Saved the note for alice@gpu-a" in _text(pg, ".flashes")
+    assert "by browser" in _text(pg, "#notes-table")
+
+    pg.fill("textarea[name=notice]", "gpu-down is in for repair until Monday.")
+    pg.click("text=Save notice")
+    assert _text(pg, "#notice-text") == "gpu-down is in for repair until Monday."
+
+    pg.click("nav >> text=Overview")
+    pg.wait_for_selector("article[data-host='gpu-a'] .notes")
+    assert "alice fine-tuning until Friday, please leave GPU 0 <3" in _text(
+        pg, "article[data-host='gpu-a'] .notes")
+    assert "repair until Monday" in _text(pg, "#notice-text")
+    expect(pg.locator("#updated")).to_have_text(re.compile("^live"))
+
+    toggle = pg.locator("#theme-toggle")
+    toggle.click()
+    assert pg.evaluate("document.documentElement.dataset.theme") == "light"
+    toggle.click()
+    assert pg.evaluate("document.documentElement.dataset.theme") == "dark"
+    pg.reload()
+    assert pg.evaluate("document.documentElement.dataset.theme") == "dark", "kept in storage"
+    toggle = pg.locator("#theme-toggle")
+    toggle.click()  # back to the system's (light) theme for the screenshot
+    assert pg.evaluate("document.documentElement.dataset.theme") is None
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    pg.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+    assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
+    assert watch.problems == []

@@ -91,7 +91,9 @@ def data_dir_of(settings: Settings) -> Path:
     return settings.data_dir if settings.data_dir is not None else settings.path.parent
 
 
-def _poller_from_settings(settings: Settings) -> PollerLike:
+def _poller_from_settings(
+    settings: Settings, on_round: Callable[[list[Any], float], None] | None
+) -> PollerLike:
     # Imported here: only a real run needs gRPC; tests and tools inject their own poller.
     from hmonitor.web.poller import Poller, credentials_from_settings  # noqa: PLC0415
 
@@ -104,7 +106,7 @@ def _poller_from_settings(settings: Settings) -> PollerLike:
             credentials=credentials_from_settings(settings),
             server_name=settings.tls_server_name,
             agent_token=settings.agent_token,
-            on_round=None,
+            on_round=on_round,
         ),
     )
 
@@ -115,12 +117,14 @@ def create_app(
     poller: PollerLike | None = None,
     start_poller: bool = True,
     blueprints: list[Callable[[Flask], Any]] | None = None,
+    on_round: Callable[[list[Any], float], None] | None = None,
 ) -> Flask:
     """Builds the dashboard app for ``settings``.
 
     Without ``poller`` one is built from the settings (TLS, agent token, interval, timeout).
     With ``start_poller`` it is started: a first round at once in the background, then one per
-    interval. ``blueprints`` are extra ``register(app)`` callables run after the built-in ones.
+    interval. ``blueprints`` are extra ``register(app)`` callables run after the built-in ones;
+    ``on_round(states, started)`` is handed to a poller built here (e.g. to record history).
     """
     from hmonitor.web import api, auth, views  # noqa: PLC0415 - they import get_state from here
 
@@ -137,7 +141,6 @@ def create_app(
         # CSRF is checked by auth's before_request, which knows when a Bearer token replaces it.
         WTF_CSRF_CHECK_DEFAULT=False,
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
-        JSON_SORT_KEYS=False,
         COMPRESS_MIMETYPES=[
             "text/html", "text/css", "application/javascript", "text/javascript",
             "application/json",
@@ -148,7 +151,7 @@ def create_app(
     app.json.compact = True  # type: ignore[attr-defined]
 
     if poller is None:
-        poller = _poller_from_settings(settings)
+        poller = _poller_from_settings(settings, on_round)
     state = WebState(
         settings=settings, poller=poller, notes=NotesStore.in_dir(data_dir), data_dir=data_dir
     )

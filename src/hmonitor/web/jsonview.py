@@ -4,7 +4,8 @@
 can be driven by any object of that shape (a fake in tests, the real ``Poller`` in production).
 
 HostInfo is converted by hand: ``json_format.MessageToDict`` turns uint64 into strings, drops
-zero-valued fields unless asked, and was about 6x slower on 800 GPUs (see ``docs/api.md``).
+zero-valued fields unless asked, and took 32 ms against 4 ms for 100 hosts x 8 GPUs x 4
+processes here (see docs/api.md).
 """
 
 from __future__ import annotations

@@ -261,6 +261,7 @@ def test_filters_by_user_in_place_and_in_the_url(page: tuple[Any, Watch]) -> Non
     expect(pg.locator("#hosts article")).to_have_count(1)
     assert pg.locator("#hosts article").get_attribute("data-host") == "gpu-b"
     assert pg.locator("article[data-host='gpu-b'] tbody tr").count() == 1
+    expect(pg.locator("#hosts .hit")).to_have_text(re.compile(r"^carol \("))
     assert "user=carol" in pg.url
     # The filter survives a reload (and is then applied by the server).
     pg.reload()

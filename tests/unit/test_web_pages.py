@@ -199,6 +199,7 @@ def test_filter_by_user(client: FlaskClient) -> None:
     assert list(p) == ["gpu01"]
     assert "bob \u00d72" in p["gpu01"][1]
     assert "alice" not in p["gpu01"][1], "only the GPUs the user runs on"
+    assert '<span class="hit">bob \u00d72' in html, "the user's processes are highlighted"
     assert 'name="user" value="bob"' in html
     assert "1 of 5 hosts" in html
 

@@ -109,6 +109,7 @@ class ProcView:
     mem: str
     exp_text: str
     exp_class: str
+    hit: bool = False  # matches the user filter: highlighted
 
 
 @dataclass(slots=True)
@@ -323,7 +324,13 @@ def apply_filters(view: HostView, f: Filters) -> HostView | None:
         gpus = [g for g in gpus if g.free]
     if f.user:
         needle = f.user.lower()
-        gpus = [g for g in gpus if any(needle in p.user.lower() for p in g.procs)]
+        matching = []
+        for g in gpus:
+            for p in g.procs:
+                p.hit = needle in p.user.lower()
+            if any(p.hit for p in g.procs):
+                matching.append(g)
+        gpus = matching
     if not gpus:
         return None
     view.gpus = gpus

@@ -186,7 +186,8 @@
     if (f.user) {
       var uneedle = f.user.toLowerCase();
       gpus = gpus.filter(function (g) {
-        return g.procs.some(function (p) { return p.user.toLowerCase().indexOf(uneedle) >= 0; });
+        g.procs.forEach(function (p) { p.hit = p.user.toLowerCase().indexOf(uneedle) >= 0; });
+        return g.procs.some(function (p) { return p.hit; });
       });
     }
     if (!gpus.length) return null;
@@ -215,7 +216,7 @@
       var procs = el("td");
       g.procs.forEach(function (p) {
         var exp = p.expClass ? el("em", p.expClass, p.expText) : p.expText;
-        var chip = el("span", null, p.label + " (" + p.mem + ", ", exp, ")");
+        var chip = el("span", p.hit ? "hit" : null, p.label + " (" + p.mem + ", ", exp, ")");
         chip.title = p.title; // pids and commands: only here, to keep the server's HTML small
         procs.append(chip);
       });

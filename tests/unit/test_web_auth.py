@@ -92,8 +92,9 @@ def test_login_page_and_static_files_are_public(client: FlaskClient) -> None:
     page = client.get("/login")
     assert page.status_code == 200
     assert 'name="token"' in page.text
-    assert client.get("/static/hmonitor.css").status_code == 200
-    assert client.get("/static/overview.js").status_code == 200
+    for path in ("/static/hmonitor.css", "/static/overview.js"):
+        with client.get(path) as resp:
+            assert resp.status_code == 200
 
 
 @pytest.mark.parametrize("path", PAGES + APIS)
@@ -281,6 +282,7 @@ def test_changing_the_token_logs_everybody_out(tmp_path: Path) -> None:
 @pytest.mark.parametrize("path", ["/login", "/static/hmonitor.css", "/api/v1/hosts"])
 def test_security_headers_everywhere(client: FlaskClient, path: str) -> None:
     resp = client.get(path, headers=BEARER)
+    resp.close()
     assert resp.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
     assert "script-src 'self';" in resp.headers["Content-Security-Policy"]
     assert "object-src 'none'" in resp.headers["Content-Security-Policy"]

@@ -109,3 +109,5 @@ def test_serves_with_waitress_reloads_on_sighup_and_stops_on_sigterm(tmp_path: P
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
+        if proc.stdout:
+            proc.stdout.close()

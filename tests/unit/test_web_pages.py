@@ -176,6 +176,19 @@ def test_disks_get_a_warning_from_90_percent(client: FlaskClient) -> None:
     assert "/home" not in warn and "/" not in warn
 
 
+def test_text_from_agents_is_escaped(tmp_path: Path) -> None:
+    evil = '"><img src=x onerror=alert(1)>'
+    states = [up("x", info("x", [
+        gpu(0, proc(evil, uid=1), name=evil),
+        hm_pb2.GPUInfo(id=1, name="GPU lost: " + evil),
+    ], disks=((evil, 0.5),)))]
+    c = make_app(tmp_path, states).test_client()
+    login(c)
+    html = c.get("/").text
+    assert "<img" not in html
+    assert html.count("&lt;img src=x onerror=alert(1)&gt;") >= 4
+
+
 def test_simulated_host_is_labelled(client: FlaskClient) -> None:
     p = panels(client.get("/").text)
     assert "simulated" in p["sim01"][1]

@@ -145,7 +145,6 @@ class HostView:
     up: bool
     error: str
     seen: str
-    rtt: str
     ip: str
     hostname: str
     simulated: bool
@@ -167,12 +166,6 @@ class Summary:
     lost: int = 0
     users: set[str] = field(default_factory=set)
 
-    def as_dict(self) -> dict[str, int]:
-        return {
-            "hosts_up": self.hosts_up, "hosts_down": self.hosts_down, "gpus": self.gpus,
-            "free": self.free, "busy": self.busy, "lost": self.lost, "users": len(self.users),
-        }
-
 
 @dataclass(frozen=True)
 class Filters:
@@ -187,10 +180,6 @@ class Filters:
             host=str(args.get("host", "")).strip()[:128],
             free=str(args.get("free", "")) in ("1", "on", "true"),
         )
-
-    @property
-    def active(self) -> bool:
-        return bool(self.user or self.host or self.free)
 
 
 def _procs_view(
@@ -223,24 +212,21 @@ def _procs_view(
 def _gpu_view(g: hm_pb2.GPUInfo, expiries: dict[int, tuple[str, str]], now: float) -> GpuView:
     name = g.name
     lost = name.startswith(LOST_PREFIX)
-    used_b, total_b, util, procs = g.mem_used, g.mem_total, g.utilization, g.procs
-    used, total = used_b / GIB, total_b / GIB
-    free = (not lost and not procs and util < FREE_UTIL_PCT and total_b > 0
-            and used_b * 100 < FREE_MEM_PCT * total_b)
+    used, total = g.mem_used / GIB, g.mem_total / GIB
     fan = g.fanspeed
     return GpuView(
         index=g.id,
         model="lost" if lost else short_model(name),
         name=name,
-        util=util,
+        util=g.utilization,
         mem_used=round(used, 1),
         mem_total=round(total, 1),
         mem_text=f"{r1(used)}/{r0(total)} GiB",
         temp=g.temp,
         fan=f"{fan}%" if fan else "—",
-        free=free,
+        free=gpu_is_free(g),
         lost=lost,
-        procs=[] if lost else _procs_view(procs, expiries, now),
+        procs=[] if lost else _procs_view(g.procs, expiries, now),
     )
 
 
@@ -311,7 +297,6 @@ def host_view(
         up=h.up,
         error=h.error,
         seen=seen,
-        rtt=f"{h.rtt_ms:.1f} ms" if h.rtt_ms is not None else "",
         ip=info.ip if info is not None else "",
         hostname=info.hostname if info is not None else "",
         simulated=info is not None and any(g.name.startswith(SIMULATED_PREFIX)
@@ -393,7 +378,6 @@ def overview_model(filters: Filters) -> dict[str, Any]:
         "total_hosts": len(hosts),
         "summary": summarize(hosts),
         "filters": filters,
-        "generated_at": now,
     }
 
 

@@ -47,7 +47,7 @@ def _states() -> list[HostState]:
             gpu(4, util=3, used_gib=6),  # no processes but 7.5 % memory used: not free
         ], ip="10.0.0.1", disks=(("/", 0.45), ("/data", 0.93), ("/home", 0.89)))),
         down("gpu02", "connection refused (no agent listening on that port?)",
-             last_seen=NOW - 7 * 60),
+             last_seen=time.time() - 7 * 60),  # now, not at import: the suite is long
         up("gpu03", info("gpu03", [
             gpu(0, proc("carol", expiration=SOON), util=80, used_gib=40),
             hm_pb2.GPUInfo(id=1, name="GPU lost: Unknown Error (fallen off the bus)"),

@@ -117,7 +117,8 @@ def test_login_returns_to_the_page_asked_for_but_never_off_site(client: FlaskCli
                                        "csrf_token": csrf_of(page.text)})
     assert resp.headers["Location"] == "/?user=alice"
     client.post("/logout", data={"csrf_token": csrf_for(client, "/")})
-    for evil in ("//evil.example/", "https://evil.example/", "/\\evil.example"):
+    for evil in ("//evil.example/", "https://evil.example/", "/\\evil.example",
+                 "/\t/evil.example/", "/\n/evil.example/"):
         page = client.get("/login")
         resp = client.post("/login", data={"token": TOKEN, "next": evil,
                                            "csrf_token": csrf_of(page.text)})

@@ -110,8 +110,10 @@ def _bearer_token() -> str | None:
 
 
 def _safe_next(target: str | None) -> str:
-    # Only a path on this site: an open redirect after login would help phishing.
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+    # Only a path on this site: an open redirect after login would help phishing. Browsers
+    # drop tabs and newlines in URLs ("/\t/evil" is "//evil"), so no control characters either.
+    if (target and target.startswith("/") and not target.startswith("//")
+            and "\\" not in target and target.isprintable() and " " not in target):
         return target
     return url_for("views.overview")
 

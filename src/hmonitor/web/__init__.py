@@ -18,6 +18,7 @@ from typing import Any, cast
 from flask import Flask, current_app
 from flask_compress import Compress
 
+from hmonitor.web.history_feature import HistoryFeature
 from hmonitor.web.jsonview import HostStateLike, PollerLike
 from hmonitor.web.notes import NotesStore
 from hmonitor.web.settings import Settings, load_settings
@@ -54,6 +55,7 @@ class WebState:
     poller: PollerLike
     notes: NotesStore
     data_dir: Path
+    history: HistoryFeature | None = None
     started_poller: bool = False
     _reload_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -81,6 +83,8 @@ class WebState:
         if self.started_poller:
             self.poller.stop()
         self.notes.close()
+        if self.history is not None:
+            self.history.close()
 
 
 def get_state(app: Flask | None = None) -> WebState:
@@ -126,7 +130,8 @@ def create_app(
     interval. ``blueprints`` are extra ``register(app)`` callables run after the built-in ones;
     ``on_round(states, started)`` is handed to a poller built here (e.g. to record history).
     """
-    from hmonitor.web import api, auth, views  # noqa: PLC0415 - they import get_state from here
+    # They import get_state from here.
+    from hmonitor.web import api, auth, history_api, views  # noqa: PLC0415
 
     data_dir = data_dir_of(settings)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -150,16 +155,26 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.compact = True  # type: ignore[attr-defined]
 
+    history = HistoryFeature(settings, data_dir)
+    app.extensions["hmonitor_history"] = history
+
+    def record_round(states: list[Any], started: float) -> None:
+        history.on_round(states, started)
+        if on_round is not None:
+            on_round(states, started)
+
     if poller is None:
-        poller = _poller_from_settings(settings, on_round)
+        poller = _poller_from_settings(settings, record_round)
     state = WebState(
-        settings=settings, poller=poller, notes=NotesStore.in_dir(data_dir), data_dir=data_dir
+        settings=settings, poller=poller, notes=NotesStore.in_dir(data_dir), data_dir=data_dir,
+        history=history,
     )
     app.extensions["hmonitor"] = state
 
     limiter = auth.init_app(app)
     views.init_app(app)
     api.init_app(app, limiter)
+    history_api.init_app(app)
     for register in blueprints or []:
         register(app)
 

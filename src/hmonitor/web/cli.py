@@ -102,6 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hmonitor-web: cannot listen on {args.addr}:{args.port}: {err}", file=sys.stderr)
         return 1
     _install_signals(state)
+    if state.history is not None:
+        try:
+            state.history.start_grpc(lambda: set(state.settings.servers))
+        except RuntimeError as err:  # the page still works; only the gRPC History is missing
+            log.error("History service not started on %s: %s", settings.history_addr, err)
     log.info("serving %d hosts on http://%s:%s/ (data in %s)", len(settings.servers),
              args.addr, args.port, state.data_dir)
     try:

@@ -1,0 +1,256 @@
+"""History, users and alerts in the JSON API (`/api/v1/...`), from the store and the live poller."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from collections.abc import Iterable
+from typing import Any, cast
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask.typing import ResponseReturnValue
+
+from hmonitor.web import get_state
+from hmonitor.web.history import GPU_METRICS
+from hmonitor.web.history_feature import DISK_WARN, USAGE_WINDOWS, Alert, HistoryFeature
+from hmonitor.web.jsonview import HostStateLike
+
+WINDOWS = {"1h": 3600.0, "24h": 86400.0, "10d": 10 * 86400.0}
+UNITS = {"util": "%", "mem": "bytes", "mem_total": "bytes", "temp": "°C", "fan": "%"}
+
+
+def get_history(app: Flask | None = None) -> HistoryFeature:
+    return cast(HistoryFeature, (app or current_app).extensions["hmonitor_history"])
+
+
+def _finite(values: Iterable[float]) -> list[float | None]:
+    return [None if math.isnan(v) else round(v, 4) for v in values]
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def _window() -> tuple[float, float]:
+    """`since`/`until` (Unix seconds) or `window` (1h, 24h, 10d or seconds); default 24 h."""
+    now = time.time()
+    until = _number("until", now)
+    if "since" in request.args:
+        since = _number("since", 0.0)
+    else:
+        name = request.args.get("window", "24h")
+        seconds = WINDOWS.get(name) or _number("window", 0.0)
+        if seconds <= 0:
+            raise BadRequest("window must be 1h, 24h, 10d or a number of seconds")
+        since = until - seconds
+    if since >= until:
+        raise BadRequest("since must be before until")
+    return since, until
+
+
+def _number(name: str, default: float) -> float:
+    text = request.args.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadRequest(f"{name} must be a number, not {text!r}") from None
+    if not math.isfinite(value):
+        raise BadRequest(f"{name} must be finite")
+    return value
+
+
+def _gpu_arg() -> tuple[str, int]:
+    host = request.args.get("host", "")
+    gpu = request.args.get("gpu", "")
+    if not host or not gpu.isdigit():
+        raise BadRequest("host and gpu (an index) are required")
+    return host, int(gpu)
+
+
+def _live_hosts() -> list[HostStateLike]:
+    return list(get_state().poller.hosts())
+
+
+def users_report(now: float) -> list[dict[str, Any]]:
+    """Per user: GPUs held now (live), expiry, usage over 1/7/30 days (history), idle hogs."""
+    feature = get_history()
+    users: dict[str, dict[str, Any]] = {}
+
+    def entry(name: str) -> dict[str, Any]:
+        return users.setdefault(
+            name,
+            {
+                "user": name,
+                "expiration": 0,
+                "gpus_now": [],
+                "idle_hogs": [],
+                "usage": {k: {"gpu_hours": 0.0, "gpu_mem_gib_hours": 0.0} for k in USAGE_WINDOWS},
+            },
+        )
+
+    for host in _live_hosts():
+        if not host.up or host.info is None:
+            continue
+        for gpu in host.info.gpus:
+            for proc in gpu.procs:
+                name = proc.username or (str(proc.uid) if proc.uid >= 0 else "unknown")
+                user = entry(name)
+                user["gpus_now"].append(
+                    {
+                        "host": host.name,
+                        "gpu": gpu.id,
+                        "mem": proc.mem,
+                        "pid": proc.pid,
+                        "basename": proc.basename,
+                    }
+                )
+                if proc.expiration:
+                    user["expiration"] = proc.expiration
+    windows = list(USAGE_WINDOWS.values())
+    for name, per_window in feature.store.user_usage(now, windows).items():
+        user = entry(name)
+        for label, seconds in USAGE_WINDOWS.items():
+            totals = per_window.get(seconds)
+            if totals is not None:
+                user["usage"][label] = {
+                    "gpu_hours": round(totals.gpu_hours, 3),
+                    "gpu_mem_gib_hours": round(totals.gpu_mem_gib_hours, 3),
+                }
+    for hog in feature.idle_hogs():
+        entry(hog.user)["idle_hogs"].append(hog_dict(hog))
+    return sorted(users.values(), key=lambda u: (-u["usage"]["7d"]["gpu_hours"], u["user"]))
+
+
+def hog_dict(hog: Any) -> dict[str, Any]:
+    return {
+        "host": hog.host,
+        "gpu": hog.gpu,
+        "pid": hog.pid,
+        "user": hog.user,
+        "basename": hog.basename,
+        "mem": hog.mem,
+        "since": hog.since,
+        "idle_seconds": round(hog.idle_seconds),
+    }
+
+
+def alerts_report() -> list[Alert]:
+    alerts: list[Alert] = []
+    for host in _live_hosts():
+        if not host.up:
+            alerts.append(
+                Alert("host_down", host.name, f"{host.name} is down: {host.error}", host.last_seen)
+            )
+            continue
+        if host.info is None:
+            continue
+        for disk in host.info.disks:
+            if disk.total and disk.used / disk.total >= DISK_WARN:
+                alerts.append(
+                    Alert(
+                        "disk_full",
+                        host.name,
+                        f"{host.name}:{disk.mount} is {100 * disk.used / disk.total:.0f}% full "
+                        f"({(disk.total - disk.used) / 2**30:.1f} GiB left)",
+                    )
+                )
+    for hog in get_history().idle_hogs():
+        alerts.append(
+            Alert(
+                "idle_hog",
+                hog.host,
+                f"{hog.user or 'unknown'} holds {hog.mem / 2**30:.1f} GiB on {hog.host} "
+                f"GPU {hog.gpu} ({hog.basename}, pid {hog.pid}) idle for "
+                f"{hog.idle_seconds / 3600:.1f} h",
+                hog.since,
+            )
+        )
+    return alerts
+
+
+def _make_blueprint() -> Blueprint:
+    bp = Blueprint("history_api", __name__, url_prefix="/api/v1")
+
+    @bp.errorhandler(BadRequest)
+    def bad_request(err: BadRequest) -> ResponseReturnValue:
+        return jsonify(error=str(err)), 400
+
+    @bp.get("/history")
+    def history() -> ResponseReturnValue:
+        host, gpu = _gpu_arg()
+        metric = request.args.get("metric", "util")
+        if metric not in GPU_METRICS:
+            raise BadRequest(f"metric must be one of {', '.join(GPU_METRICS)}")
+        agg = request.args.get("agg", "avg")
+        if agg not in ("avg", "max"):
+            raise BadRequest("agg must be avg or max")
+        since, until = _window()
+        points = int(min(max(_number("points", 1000), 1), 1000))
+        t, v = get_history().store.series(host, gpu, metric, since, until, points, agg)  # type: ignore[arg-type]
+        if request.args.get("format") == "csv":
+            out = io.StringIO()
+            writer = csv.writer(out)
+            writer.writerow(["time", f"{metric} ({UNITS[metric]})"])
+            writer.writerows((f"{a:.0f}", f"{b:g}") for a, b in zip(t, v, strict=True))
+            return Response(
+                out.getvalue(),
+                mimetype="text/csv",
+                headers={
+                    "Content-Disposition": f'attachment; filename="{host}_{gpu}_{metric}.csv"'
+                },
+            )
+        return jsonify(
+            host=host,
+            gpu=gpu,
+            metric=metric,
+            unit=UNITS[metric],
+            agg=agg,
+            since=since,
+            until=until,
+            t=t,
+            v=_finite(v),
+        )
+
+    @bp.get("/history/processes")
+    def process_history() -> ResponseReturnValue:
+        host, gpu = _gpu_arg()
+        since, until = _window()
+        points = int(min(max(_number("points", 300), 1), 1000))
+        t, users = get_history().store.process_series(host, gpu, since, until, points)
+        return jsonify(
+            host=host, gpu=gpu, unit="bytes", t=t, users={u: _finite(v) for u, v in users.items()}
+        )
+
+    @bp.get("/sparklines")
+    def sparklines() -> ResponseReturnValue:
+        name = request.args.get("window", "24h")
+        if name not in WINDOWS:
+            raise BadRequest("window must be 1h, 24h or 10d")
+        points = int(min(max(_number("points", 60), 2), 200))
+        lines = get_history().store.sparklines(WINDOWS[name], time.time(), points)
+        return jsonify(
+            window=name,
+            points=points,
+            gpus={
+                f"{host}/{gpu}": {"util": _finite(v["util"]), "mem": _finite(v["mem"])}
+                for (host, gpu), v in lines.items()
+            },
+        )
+
+    @bp.get("/users")
+    def users() -> ResponseReturnValue:
+        return jsonify(users=users_report(time.time()), windows=list(USAGE_WINDOWS))
+
+    @bp.get("/alerts")
+    def alerts() -> ResponseReturnValue:
+        return jsonify(alerts=[a.as_dict() for a in alerts_report()])
+
+    return bp
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(_make_blueprint())

@@ -1,0 +1,200 @@
+"""Simulated agents for bench/dashboard.py: many loopback ports served by one process.
+
+    python bench/_agents_farm.py --healthy 1000 --hung-tcp 100 --hung-grpc 100
+
+Serves, all on 127.0.0.1:
+
+* ``healthy`` ports: real gRPC (one ``grpc.aio`` server bound to every port) implementing
+  ``gpu.HostMonitor/GetInfo``, answering a realistic HostInfo (8 GPUs x 4 processes, 2 disks);
+* ``hung-grpc`` ports: a second gRPC server whose GetInfo never answers (it sleeps an hour);
+* ``hung-tcp`` ports: plain listening sockets that are never accepted, so the kernel completes
+  the TCP handshake and then nothing ever answers.
+
+When every port listens it prints one JSON line ``{"healthy": [...], "hung_tcp": [...],
+"hung_grpc": [...]}`` with the port numbers, then serves until its stdin closes (the parent
+holds the other end, so the farm goes away with the parent, however the parent ends) or it gets
+SIGTERM/SIGINT.
+
+It runs in its own process so that serving costs are not charged to the poller being measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import signal
+import socket
+import sys
+import threading
+from itertools import count
+
+import grpc
+import grpc.aio
+
+from hmonitor._pb import hm_pb2, hm_pb2_grpc
+
+GIB = 1 << 30
+MIB = 1 << 20
+
+_USERS = [f"student{i:02d}" for i in range(1, 25)] + ["alice", "bob", "lab-admin"]
+_COMMANDS = ["python", "python3", "torchrun", "jupyter-kernel", "ollama", "vllm"]
+
+
+def make_host_info(index: int, *, now: int = 1_767_225_600) -> hm_pb2.HostInfo:
+    """A busy 8 x H200 host as an agent reports it: 4 processes per GPU, 2 disks.
+
+    Deterministic in `index`, so every run (and the baseline) sees the same data.
+    """
+    info = hm_pb2.HostInfo(
+        id=f"gpu-node-{index:03d}",
+        ip=f"10.20.{index // 250}.{index % 250 + 1}",
+        hostname=f"gpu-node-{index:03d}.lab.example.org",
+    )
+    for g in range(8):
+        procs = []
+        used = 0
+        for p in range(4):
+            k = index * 32 + g * 4 + p
+            mem = (2 + (k * 7) % 30) * GIB
+            used += mem
+            # Expiry as the agent fills it: 0 unknown, 1 never, else Unix seconds (some past).
+            expiration = (0, 1, now + (k % 400) * 86400, now - 5 * 86400)[k % 4]
+            procs.append(
+                hm_pb2.ProcInfo(
+                    pid=10_000 + k * 13 % 3_000_000,
+                    uid=1000 + k % len(_USERS),
+                    username=_USERS[k % len(_USERS)],
+                    basename=_COMMANDS[k % len(_COMMANDS)],
+                    expiration=expiration,
+                    utilization=(k * 37) % 101,
+                    mem=mem,
+                )
+            )
+        info.gpus.append(
+            hm_pb2.GPUInfo(
+                id=g,
+                mem_used=used + 512 * MIB,
+                mem_total=143_771 * MIB,
+                utilization=(index * 11 + g * 29) % 101,
+                temp=30 + (index + g * 7) % 55,
+                name="NVIDIA H200",
+                fanspeed=0,  # datacenter GPUs have no fan
+                procs=procs,
+            )
+        )
+    info.disks.append(
+        hm_pb2.DiskInfo(device="/dev/nvme0n1p2", used=(300 + index % 500) * GIB,
+                        total=1_800 * GIB, mount="/")
+    )
+    info.disks.append(
+        hm_pb2.DiskInfo(device="/dev/md0", used=(20_000 + index * 97 % 10_000) * GIB,
+                        total=30_000 * GIB, mount="/data")
+    )
+    return info
+
+
+class _Healthy(hm_pb2_grpc.HostMonitorServicer):
+    """Answers at once with one of a few prebuilt snapshots (the server cannot tell which of its
+    ports a call came in on, so hosts differ by call, not by port)."""
+
+    def __init__(self, variants: int = 16) -> None:
+        self._infos = [make_host_info(i) for i in range(variants)]
+        self._next = count()
+
+    async def GetInfo(
+        self, request: hm_pb2.RequestInfo, context: grpc.aio.ServicerContext[
+            hm_pb2.RequestInfo, hm_pb2.HostInfo]
+    ) -> hm_pb2.HostInfo:
+        return self._infos[next(self._next) % len(self._infos)]
+
+
+class _Hung(hm_pb2_grpc.HostMonitorServicer):
+    """Accepts the call and never answers in any useful time (the client's deadline or
+    cancellation ends it)."""
+
+    async def GetInfo(
+        self, request: hm_pb2.RequestInfo, context: grpc.aio.ServicerContext[
+            hm_pb2.RequestInfo, hm_pb2.HostInfo]
+    ) -> hm_pb2.HostInfo:
+        await asyncio.sleep(3600)
+        return hm_pb2.HostInfo()
+
+
+def raise_nofile(wanted: int) -> None:
+    """Raise the open-files limit (1,000+ ports and connections), as far as allowed."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+async def _bind(server: grpc.aio.Server, n: int) -> list[int]:
+    ports = []
+    for _ in range(n):
+        port = server.add_insecure_port("127.0.0.1:0")
+        if not port:
+            raise RuntimeError("could not bind a loopback port")
+        ports.append(port)
+    return ports
+
+
+def _hung_sockets(n: int) -> list[socket.socket]:
+    socks = []
+    for _ in range(n):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind(("127.0.0.1", 0))
+        # Never accepted: the kernel finishes handshakes into the backlog, then nothing answers.
+        s.listen(256)
+        socks.append(s)
+    return socks
+
+
+async def serve(healthy: int, hung_tcp: int, hung_grpc: int) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    def watch_stdin() -> None:
+        sys.stdin.buffer.read()  # returns at EOF: the parent is gone or done
+        loop.call_soon_threadsafe(stop.set)
+
+    threading.Thread(target=watch_stdin, daemon=True).start()
+
+    servers: list[grpc.aio.Server] = []
+    ports: dict[str, list[int]] = {"healthy": [], "hung_tcp": [], "hung_grpc": []}
+    socks = _hung_sockets(hung_tcp)
+    try:
+        ports["hung_tcp"] = [s.getsockname()[1] for s in socks]
+        kinds: list[tuple[str, int, hm_pb2_grpc.HostMonitorServicer]] = [
+            ("healthy", healthy, _Healthy()), ("hung_grpc", hung_grpc, _Hung())]
+        for kind, n, servicer in kinds:
+            if not n:
+                continue
+            server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            hm_pb2_grpc.add_HostMonitorServicer_to_server(servicer, server)
+            ports[kind] = await _bind(server, n)
+            await server.start()
+            servers.append(server)
+        print(json.dumps(ports), flush=True)
+        await stop.wait()
+    finally:
+        await asyncio.gather(*(server.stop(None) for server in servers), return_exceptions=True)
+        for s in socks:
+            s.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--healthy", type=int, default=100)
+    parser.add_argument("--hung-tcp", type=int, default=0)
+    parser.add_argument("--hung-grpc", type=int, default=0)
+    args = parser.parse_args()
+    raise_nofile(4 * (args.healthy + args.hung_tcp + args.hung_grpc) + 1024)
+    asyncio.run(serve(args.healthy, args.hung_tcp, args.hung_grpc))
+
+
+if __name__ == "__main__":
+    main()

@@ -66,6 +66,7 @@ def test_cache_expires(tmp_path: Path) -> None:
     collector.snapshot()
     time.sleep(0.08)
     collector.snapshot()
+    time.sleep(0.05)  # the refresh runs in the background
     assert gpus.calls == 2
 
 
@@ -98,3 +99,27 @@ def test_simulated_gpus_are_labelled_and_carry_owners(tmp_path: Path) -> None:
     procs = [p for g in first for p in g.processes]
     assert procs and all(p.username and p.expiration is not None for p in procs)
     assert all(g.mem_used <= g.mem_total for g in first)
+
+
+def test_slightly_stale_snapshot_is_served_while_refreshing(tmp_path: Path) -> None:
+    gpus = CountingGpus(delay=0.2)
+    collector = _collector(tmp_path, gpus, ttl=0.05)
+    first = collector.snapshot()
+    time.sleep(0.06)
+    started = time.monotonic()
+    again = collector.snapshot()  # stale but young: no waiting for the 0.2 s collection
+    assert time.monotonic() - started < 0.1
+    assert again is first
+    for _ in range(20):
+        collector.snapshot()
+    time.sleep(0.3)
+    assert gpus.calls == 2  # one background refresh, however many callers
+    assert collector.snapshot() is not first
+
+
+def test_long_quiet_spell_waits_for_fresh_data(tmp_path: Path) -> None:
+    gpus = CountingGpus()
+    collector = Collector(_collector(tmp_path, gpus)._src, ttl=0.01, stale_limit=0.05)
+    first = collector.snapshot()
+    time.sleep(0.08)
+    assert collector.snapshot() is not first and gpus.calls == 2

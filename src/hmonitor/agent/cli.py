@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="serve N simulated GPUs instead of NVML (demo without a GPU) [env GOHM_SIMULATE]",
     )
-    a("--workers", type=int, default=8, help="gRPC worker threads [%(default)s]")
+    a("--workers", type=int, default=4, help="gRPC worker threads [%(default)s]")
     a("--log-level", default=_env("GOHM_LOG_LEVEL", "INFO"), help="[%(default)s]")
     a("--version", action="version", version=f"hmonitor {__version__}")
     return p
@@ -199,6 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hmonitor: {args.addr} is already in use (another copy running?); exiting")
         return 0
     collector = build_collector(args)
+    # A background collection holds the GIL in stretches; a shorter switch interval keeps a
+    # request that arrives meanwhile from waiting the default 5 ms for its turn.
+    sys.setswitchinterval(0.0005)
     try:
         server, port = srv.build_server(
             args.addr, collector.snapshot, allow, token=token, tls=tls, workers=args.workers

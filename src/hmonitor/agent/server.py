@@ -173,7 +173,7 @@ def build_server(
         # gRPC sets SO_REUSEPORT by default, which would let a second copy bind the same port
         # and silently share the traffic; we want the bind to fail instead.
         options=[("grpc.so_reuseport", 0)],
-        maximum_concurrent_rpcs=workers * 16,
+        maximum_concurrent_rpcs=256,  # beyond this, RESOURCE_EXHAUSTED rather than a queue
     )
     hm_pb2_grpc.add_HostMonitorServicer_to_server(HostMonitorService(snapshot, token), server)
     health_servicer = health.HealthServicer()

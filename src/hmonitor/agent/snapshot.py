@@ -1,7 +1,10 @@
 """Runs the sources, isolates and times each one, and builds one HostInfo snapshot.
 
 A snapshot is collected at most once per `ttl` seconds however many clients ask, and only when
-someone asks: concurrent callers wait for the one collection under way and share its result.
+someone asks. A caller who finds the snapshot only slightly stale (younger than `stale_limit`)
+gets it at once while one background collection refreshes it, so frequent callers never wait
+for a collection; a caller after a long quiet spell (the dashboard every 10 s) waits for a fresh
+one. Concurrent callers that must wait share the one collection under way.
 """
 
 from __future__ import annotations
@@ -54,13 +57,17 @@ class Collector:
         *,
         host_id: str | None = None,
         ttl: float = 1.0,
+        stale_limit: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._src = sources
         self._host_id = host_id
         self._ttl = ttl
         self._clock = clock
-        self._lock = threading.Lock()
+        self._stale_limit = 5 * ttl if stale_limit is None else stale_limit
+        self._lock = threading.Lock()  # guards the fields below
+        self._collecting = threading.Lock()  # one collection at a time
+        self._refreshing = False
         self._cached: hm_pb2.HostInfo | None = None
         self._cached_at = 0.0
         self.stats: dict[str, SourceStat] = {}
@@ -68,10 +75,32 @@ class Collector:
 
     def snapshot(self) -> hm_pb2.HostInfo:
         with self._lock:
-            if self._cached is None or self._clock() - self._cached_at >= self._ttl:
-                self._cached = self.collect()
-                self._cached_at = self._clock()
-            return self._cached
+            cached, age = self._cached, self._clock() - self._cached_at
+            if cached is not None and age < self._ttl:
+                return cached
+            if cached is not None and age < self._stale_limit:
+                if not self._refreshing:
+                    self._refreshing = True
+                    threading.Thread(target=self._refresh, name="refresh", daemon=True).start()
+                return cached
+        return self._refresh(wait=True)
+
+    def _refresh(self, wait: bool = False) -> hm_pb2.HostInfo:
+        with self._collecting:
+            with self._lock:
+                # Another caller may have collected while we waited for the lock.
+                if wait and self._cached is not None and (
+                    self._clock() - self._cached_at < self._ttl
+                ):
+                    return self._cached
+            try:
+                info = self.collect()
+            finally:
+                with self._lock:
+                    self._refreshing = False
+            with self._lock:
+                self._cached, self._cached_at = info, self._clock()
+            return info
 
     def close(self) -> None:
         self._src.gpus.close()

@@ -530,4 +530,10 @@ def test_readers_in_other_threads_while_the_poller_writes(tmp_path: Path) -> Non
         r.join()
     assert errors == []
     assert len(s.series("a", 0, "util", T0, T0 + DAY, max_points=10_000)[0]) == 400
+    # A server with a thread per request leaves no connection behind per finished thread.
+    for _ in range(20):
+        one = threading.Thread(target=lambda: s.series("a", 0, "util", T0, T0 + 60))
+        one.start()
+        one.join()
+    assert len(s._readers) <= 4
     s.close()

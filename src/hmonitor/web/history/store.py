@@ -26,7 +26,7 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -309,7 +309,7 @@ class SqliteHistory:
         self._wlock = threading.RLock()
         self._tls = threading.local()
         self._rlock = threading.Lock()
-        self._readers: list[sqlite3.Connection] = []
+        self._readers: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._closed = False
         self._w = self._connect(readonly=False)
         try:
@@ -424,7 +424,11 @@ class SqliteHistory:
             conn = self._connect(readonly=True)
             self._tls.conn = conn
             with self._rlock:
-                self._readers.append(conn)
+                # Servers that start a thread per request would otherwise pile them up.
+                for thread, old in [r for r in self._readers if not r[0].is_alive()]:
+                    old.close()
+                    self._readers.remove((thread, old))
+                self._readers.append((threading.current_thread(), conn))
         return conn
 
     @contextmanager
@@ -457,7 +461,7 @@ class SqliteHistory:
             self._closed = True
             self._w.close()
         with self._rlock:
-            for conn in self._readers:
+            for _, conn in self._readers:
                 conn.close()
             self._readers.clear()
 
@@ -914,8 +918,10 @@ class SqliteHistory:
                 floor = snap.raw_floor if src == 0 else snap.floors.get(src)
                 if floor is not None:
                     avail = floor if src == 0 else _floor_to(floor, src)
-                    # Split where the next level's buckets start, so no bucket is half-counted.
-                    lo = max(since, _ceil_to(avail, chosen[i + 1]))
+                    # Split where the next level's buckets start, so no bucket is half-counted
+                    # (raw: or where the roll-ups end, whichever is first).
+                    split = _ceil_to(avail, chosen[i + 1])
+                    lo = max(since, min(split, roll) if src == 0 else split)
             if lo < hi:
                 segs.append((src, lo, hi))
                 hi = lo
@@ -1089,8 +1095,8 @@ class SqliteHistory:
         """Per GPU with data in [now - window, now): `util` (%) and `mem` (fraction of total,
         0-1), one value per equal stretch of the window, NaN where there is no data.
 
-        One grouped query per source over all GPUs: the coarsest bucket level not longer than a
-        stretch (10-minute buckets for 24 h), and the raw head for what is not rolled up yet.
+        One grouped query over all GPUs: the coarsest bucket level not longer than a stretch
+        (10-minute buckets for 24 h), and the raw head for what is not rolled up yet.
         """
         until = _ms(now)
         since = until - _ms(window)
@@ -1101,66 +1107,125 @@ class SqliteHistory:
         for i, lvl in enumerate(GPU_LEVELS, start=1):
             if lvl <= width:
                 finest = i
-        # gid -> [count, util sum, mem MiB sum, total MiB max] per stretch
-        acc: dict[int, list[list[float]]] = {}
+        # Per GPU, flat per stretch: sample count, util sum, memory sum (MiB), total max (MiB).
+        acc: dict[int, tuple[list[float], list[float], list[float], list[float]]] = {}
+        last = points - 1
+        zero = [0.0] * points
 
-        def add(row: tuple[int, int, float, float, float, float]) -> None:
-            gid, b, n, util, mem, total = row
-            cells = acc.get(gid)
-            if cells is None:
-                cells = acc[gid] = [[0.0, 0.0, 0.0, 0.0] for _ in range(points)]
-            cell = cells[min(b, points - 1)]
-            cell[0] += n
-            cell[1] += util
-            cell[2] += mem
-            cell[3] = max(cell[3], total)
+        def absorb(rows: Iterable[tuple[int, int, float, float, float, float]]) -> None:
+            for gid, stretch, n, util, mem, total in rows:
+                cells = acc.get(gid)
+                if cells is None:
+                    cells = acc[gid] = (zero[:], zero[:], zero[:], zero[:])
+                b = min(stretch, last)
+                cells[0][b] += n
+                cells[1][b] += util
+                cells[2][b] += mem
+                cells[3][b] = max(cells[3][b], total)
 
         with self._read() as (conn, snap):
             names = {
                 int(gid): (str(host), int(idx)) for gid, host, idx in conn.execute(
                     "SELECT g.gid, h.name, g.idx FROM gpu g JOIN host h ON h.hid = g.hid")
             }
-            for src, lo, hi in self._plan(snap, GPU_LEVELS, since, until, finest):
+            plan = self._plan(snap, GPU_LEVELS, since, until, finest)
+            chunked = any(
+                src == 0 and snap.chunk_wm is not None
+                and max(lo, snap.raw_floor or lo) < snap.chunk_wm for src, lo, _ in plan
+            )
+            if not chunked:
+                return self._sparklines_sql(conn, plan, names, since, width, points)
+            for src, lo, hi in plan:  # with stretches under a minute: raw samples, in Python
                 if src:
-                    rows = conn.execute(
+                    absorb(conn.execute(
                         "SELECT r.gid, CAST((r.t - ?) / ? AS INTEGER), SUM(r.n), SUM(r.util_sum),"
                         " SUM(r.mem_sum), MAX(r.total) FROM gpu g CROSS JOIN gpu_roll r"
                         " ON r.lvl = ? AND r.gid = g.gid AND r.t >= ? AND r.t < ?"
                         " GROUP BY r.gid, 2",
                         (since, width, src, lo, hi),
-                    )
-                    for row in rows:
-                        add(row)
+                    ))
                     continue
                 raw_lo = lo if snap.raw_floor is None else max(lo, snap.raw_floor)
                 head_lo = raw_lo if snap.chunk_wm is None else max(raw_lo, snap.chunk_wm)
                 if head_lo < hi:
-                    for row in conn.execute(
+                    absorb(conn.execute(
                         "SELECT gid, CAST((t - ?) / ? AS INTEGER), COUNT(*), SUM(util),"
                         " SUM(mem) / 1048576.0, MAX(total) / 1048576.0 FROM h_gpu"
                         " WHERE t >= ? AND t < ? GROUP BY gid, 2",
                         (since, width, head_lo, hi),
-                    ):
-                        add(row)
-                if raw_lo < head_lo:  # only for stretches under a minute
-                    for gid, blob in conn.execute(
-                        "SELECT key, data FROM chunk WHERE kind = ? AND t0 > ? AND t0 < ?",
-                        (_K_GPU, raw_lo - CHUNK, head_lo),
-                    ):
-                        cols = _codec.decode(blob)
+                    ))
+                for gid, blob in conn.execute(
+                    "SELECT key, data FROM chunk WHERE kind = ? AND t0 > ? AND t0 < ?",
+                    (_K_GPU, raw_lo - CHUNK, head_lo),
+                ):
+                    cols = _codec.decode(blob)
+                    absorb(
+                        (gid, int((t - since) / width), 1, util, mem / MIB, tot / MIB)
                         for t, util, mem, tot in zip(cols[0], cols[1], cols[2], cols[3],
-                                                     strict=True):
-                            if raw_lo <= t < head_lo:
-                                add((gid, int((t - since) / width), 1, util, mem / MIB,
-                                     tot / MIB))
+                                                     strict=True)
+                        if raw_lo <= t < head_lo
+                    )
         out: dict[tuple[str, int], dict[str, list[float]]] = {}
         nan = math.nan
-        for gid, cells in acc.items():
+        for gid, (cnt, util, mem, total) in acc.items():
+            if gid in names:
+                out[names[gid]] = {
+                    "util": [u / c if c else nan for c, u in zip(cnt, util, strict=True)],
+                    "mem": [m / c / t if c and t else nan
+                            for c, m, t in zip(cnt, mem, total, strict=True)],
+                }
+        return out
+
+    @staticmethod
+    def _sparklines_sql(
+        conn: sqlite3.Connection, plan: Sequence[tuple[int, int, int]],
+        names: dict[int, tuple[str, int]], since: int, width: float, points: int,
+    ) -> dict[tuple[str, int], dict[str, list[float]]]:
+        """Sparklines in one statement: every source's rows per (GPU, stretch), merged, and one
+        row per GPU with its stretches as text (parsing that beats 50,000 Python rows)."""
+        parts: list[str] = []
+        args: list[float] = []
+        for src, lo, hi in plan:
+            if src:
+                parts.append(
+                    "SELECT r.gid AS gid, CAST((r.t - ?) / ? AS INTEGER) AS b, r.n AS n,"
+                    " r.util_sum AS u, r.mem_sum AS m, r.total AS tot FROM gpu g"
+                    " CROSS JOIN gpu_roll r ON r.lvl = ? AND r.gid = g.gid AND r.t >= ? AND r.t < ?"
+                )
+                args += (since, width, src, lo, hi)
+            else:  # not rolled up yet: the head
+                parts.append(
+                    "SELECT gid AS gid, CAST((t - ?) / ? AS INTEGER) AS b, 1 AS n, util AS u,"
+                    " mem / 1048576.0 AS m, total / 1048576.0 AS tot FROM h_gpu"
+                    " WHERE t >= ? AND t < ?"
+                )
+                args += (since, width, lo, hi)
+        if not parts:
+            return {}
+        last = points - 1
+        rows = conn.execute(
+            "SELECT gid, group_concat(b), group_concat(u), group_concat(f) FROM ("
+            f" SELECT gid, min(b, {last}) AS b, SUM(u) * 1.0 / SUM(n) AS u,"
+            " coalesce(SUM(m) * 1.0 / SUM(n) / nullif(MAX(tot), 0), 'NaN') AS f"
+            f" FROM ({' UNION ALL '.join(parts)}) GROUP BY gid, min(b, {last}))"
+            " GROUP BY gid",
+            args,
+        )
+        nan = math.nan
+        full = list(range(points))
+        out: dict[tuple[str, int], dict[str, list[float]]] = {}
+        for gid, b_text, u_text, f_text in rows:
             if gid not in names:
                 continue
-            util_line = [c[1] / c[0] if c[0] else nan for c in cells]
-            mem_line = [c[2] / c[0] / c[3] if c[0] and c[3] else nan for c in cells]
-            out[names[gid]] = {"util": util_line, "mem": mem_line}
+            stretches = list(map(int, b_text.split(",")))
+            util = list(map(float, u_text.split(",")))
+            mem = list(map(float, f_text.split(",")))  # "NaN" where the total is unknown
+            if stretches != full:  # gaps (or another order): place each value
+                util_line, mem_line = [nan] * points, [nan] * points
+                for b, u, m in zip(stretches, util, mem, strict=True):
+                    util_line[b], mem_line[b] = u, m
+                util, mem = util_line, mem_line
+            out[names[gid]] = {"util": util, "mem": mem}
         return out
 
     def process_series(
@@ -1240,7 +1305,18 @@ class SqliteHistory:
             totals: dict[int, dict[float, list[float]]] = {}
             for window in windows:
                 since = now_ms - _ms(window)
+                pieces: list[tuple[int, int, int]] = []
                 for src, lo, hi in self._plan(snap, USER_LEVELS, since, now_ms, 1):
+                    whole_lo, whole_hi = _ceil_to(lo, HOUR), _floor_to(hi, HOUR)
+                    if src == MINUTE and whole_lo < whole_hi:
+                        # Whole hours from the hour rows (complete once rolled up): 60x fewer.
+                        pieces += [(MINUTE, whole_hi, hi), (HOUR, whole_lo, whole_hi),
+                                   (MINUTE, lo, whole_lo)]
+                    else:
+                        pieces.append((src, lo, hi))
+                for src, lo, hi in pieces:
+                    if lo >= hi:
+                        continue
                     if src == 0:  # not rolled up yet: from the head rows
                         query = (
                             "SELECT uid, SUM(dt * share) / 1000.0,"

@@ -116,6 +116,8 @@ def test_ingest_then_series_returns_the_samples(store: SqliteHistory) -> None:
     assert v == [2.5, 8.5, 14.5, 20.5, 26.5]
     assert t == [T0 + 25, T0 + 85, T0 + 145, T0 + 205, T0 + 265]
     assert store.series("a", 0, "util", T0, T0 + 300, 5, agg="max")[1] == [5, 11, 17, 23, 29]
+    # A window reaching far before the data spreads its points over the data only.
+    assert store.series("a", 0, "util", 0, T0 + 300)[1] == [float(i) for i in range(30)]
     assert store.series("nowhere", 0, "util", T0, T0 + 300) == ([], [])
     with pytest.raises(ValueError, match="metric"):
         store.series("a", 0, "power", T0, T0 + 300)

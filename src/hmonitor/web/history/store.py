@@ -956,6 +956,21 @@ class SqliteHistory:
     # ---------------------------------------------------------------- reading: series
 
     @staticmethod
+    def _first_t(
+        conn: sqlite3.Connection, roll: str, keycol: str, coarsest: int, kind: int, key: int
+    ) -> int | None:
+        """About when a series' data starts (at worst the start of its first hour bucket)."""
+        firsts = [
+            conn.execute(f"SELECT MIN(t) FROM {roll} WHERE lvl = ? AND {keycol} = ?",
+                         (coarsest, key)).fetchone()[0],
+            conn.execute("SELECT MIN(t0) FROM chunk WHERE kind = ? AND key = ?",
+                         (kind, key)).fetchone()[0],
+            conn.execute("SELECT MIN(t) FROM h_round").fetchone()[0],
+        ]
+        known = [int(t) for t in firsts if t is not None]
+        return min(known) if known else None
+
+    @staticmethod
     def _gid(conn: sqlite3.Connection, host: str, gpu: int) -> int | None:
         row = conn.execute(
             "SELECT g.gid FROM gpu g JOIN host h ON h.hid = g.hid WHERE h.name = ? AND g.idx = ?",
@@ -967,6 +982,9 @@ class SqliteHistory:
         self, conn: sqlite3.Connection, snap: _Snap, m: _Metric, key: int, *,
         since: int, until: int, max_points: int, agg: Agg,
     ) -> tuple[list[float], list[float]]:
+        first = self._first_t(conn, m.roll, m.key, m.levels[-1], m.kind, key)
+        if first is not None and first > since:
+            since = first  # the window starts before the data: spread the points over the data
         if until <= since or max_points < 1:
             return [], []
         npts = max_points
@@ -1018,7 +1036,9 @@ class SqliteHistory:
         """One GPU metric over [since, until): (times, values), time-ordered, <= max_points.
 
         Units: util %, mem and mem_total bytes (1 MiB resolution once rolled up), temp °C, fan %.
-        A point is the average (or maximum) of the samples in its stretch of the window.
+        The window (from where the data starts, if later than `since`) is cut into max_points
+        equal stretches; a point is the average (or maximum) of the samples in one, at their
+        mean time. Empty stretches give no point.
         """
         spec = _GPU_SPECS.get(metric)
         if spec is None:
@@ -1234,12 +1254,7 @@ class SqliteHistory:
         """Per-user GPU memory (bytes) on one GPU over [since, until), for a stacked chart:
         (times, {user: values aligned with times}); a user absent in a stretch has 0 there."""
         lo_ms, hi_ms = _ms(since), _ms(until)
-        if hi_ms <= lo_ms or max_points < 1:
-            return [], {}
         npts = max_points
-        width = (hi_ms - lo_ms) / npts
-        cnt = [0] * npts  # GPU samples per stretch: the denominator of each user's average
-        tsum = [0.0] * npts
         mem: dict[int, list[float]] = {}
 
         def user_line(uid: int) -> list[float]:
@@ -1252,6 +1267,14 @@ class SqliteHistory:
             gid = self._gid(conn, host, gpu)
             if gid is None:
                 return [], {}
+            first = self._first_t(conn, "gpu_roll", "gid", HOUR, _K_GPU, gid)
+            if first is not None and first > lo_ms:
+                lo_ms = first
+            if hi_ms <= lo_ms or max_points < 1:
+                return [], {}
+            width = (hi_ms - lo_ms) / npts
+            cnt = [0] * npts  # GPU samples per stretch: the denominator of each user's average
+            tsum = [0.0] * npts
             users = {int(u): str(n) for u, n in conn.execute("SELECT uid, name FROM user")}
             finest = self._finest(GPU_USER_LEVELS, hi_ms - lo_ms, max_points)
             for src, lo, hi in self._plan(snap, GPU_USER_LEVELS, lo_ms, hi_ms, finest):

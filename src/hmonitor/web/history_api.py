@@ -13,7 +13,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from hmonitor.web import get_state
-from hmonitor.web.history import GPU_METRICS
+from hmonitor.web.history import GPU_METRICS, Agg
 from hmonitor.web.history_feature import DISK_WARN, USAGE_WINDOWS, Alert, HistoryFeature
 from hmonitor.web.jsonview import HostStateLike
 
@@ -185,12 +185,12 @@ def _make_blueprint() -> Blueprint:
         metric = request.args.get("metric", "util")
         if metric not in GPU_METRICS:
             raise BadRequest(f"metric must be one of {', '.join(GPU_METRICS)}")
-        agg = request.args.get("agg", "avg")
-        if agg not in ("avg", "max"):
+        agg: Agg = "max" if request.args.get("agg") == "max" else "avg"
+        if request.args.get("agg", agg) != agg:
             raise BadRequest("agg must be avg or max")
         since, until = _window()
         points = int(min(max(_number("points", 1000), 1), 1000))
-        t, v = get_history().store.series(host, gpu, metric, since, until, points, agg)  # type: ignore[arg-type]
+        t, v = get_history().store.series(host, gpu, metric, since, until, points, agg)
         if request.args.get("format") == "csv":
             out = io.StringIO()
             writer = csv.writer(out)

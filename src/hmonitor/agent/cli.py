@@ -32,6 +32,7 @@ log = logging.getLogger("hmonitor.agent")
 
 DEFAULT_ADDR = "0.0.0.0:9203"
 DEFAULT_ALLOW = "127.0.0.1/32"
+STOP_DEADLINE_S = 5.0
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -198,6 +199,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The normal case under cron: our earlier copy is serving. One line, success.
         print(f"hmonitor: {args.addr} is already in use (another copy running?); exiting")
         return 0
+    # Handlers first: a stop signal that arrives while the server starts is not lost.
+    stopping = threading.Event()
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        if not stopping.is_set():  # the executable's loaders forward the group's signal again
+            log.info("signal %d: stopping", signum)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     collector = build_collector(args)
     # A background collection holds the GIL in stretches; a shorter switch interval keeps a
     # request that arrives meanwhile from waiting the default 5 ms for its turn.
@@ -221,20 +232,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         ", TLS" + (" with client certificates" if tls and tls.client_ca else "") if tls else "",
         ", token required" if token else "",
     )
-    stopping = threading.Event()
-
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        if not stopping.is_set():  # the executable's loaders forward the group's signal again
-            log.info("signal %d: stopping", signum)
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    stopping.wait()
+    while not stopping.wait(timeout=60):  # a timed wait: signal handlers run promptly
+        pass
+    # Whatever hangs in shutdown (a hung mount's statvfs, a stuck driver call), exit promptly.
+    watchdog = threading.Timer(STOP_DEADLINE_S, os._exit, args=(0,))
+    watchdog.daemon = True
+    watchdog.start()
     server.stop(grace=1.0).wait()
     collector.close()
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -20,6 +20,7 @@ from markupsafe import Markup, escape
 from hmonitor._pb import hm_pb2
 from hmonitor.web import get_state
 from hmonitor.web.auth import client_label
+from hmonitor.web.history_api import get_history, users_report
 from hmonitor.web.jsonview import HostStateLike
 from hmonitor.web.notes import Note, NoteError
 from hmonitor.web.settings import SettingsError
@@ -246,7 +247,7 @@ def _disk_view(d: hm_pb2.DiskInfo) -> DiskView:
     )
 
 
-def gpu_rows(gpus: Iterable[GpuView]) -> Markup:
+def gpu_rows(gpus: Iterable[GpuView], host_url: str = "") -> Markup:
     """The ``<tr>`` of each GPU, as overview.js builds them too.
 
     Written here rather than in the template: it is the page's hot loop (800 rows, 3,200
@@ -255,9 +256,12 @@ def gpu_rows(gpus: Iterable[GpuView]) -> Markup:
     Markup is lean on purpose (columns styled by position in hmonitor.css, no class per cell):
     100 hosts x 8 GPUs x 4 processes must stay well under 500 KB. Columns: index, model,
     utilization, memory, temperature, fan, processes, and an empty slot for a sparkline; a lost
-    GPU's row has two cells, its index and the error.
+    GPU's row has two cells, its index and the error. With ``host_url`` (the host page's URL,
+    built once per host: url_for per row would cost ~10 % of the page) each model name links to
+    the GPU's detail page.
     """
     out = []
+    base = escape(host_url)
     for g in gpus:
         if g.lost:
             out.append(f'<tr class="lost" data-gpu="{g.index}"><td>{g.index}</td>'
@@ -273,9 +277,11 @@ def gpu_rows(gpus: Iterable[GpuView]) -> Markup:
             chips.append('<i class="idle">free</i>' if g.free
                          else '<i class="noproc">no processes</i>')
         free = ' class="free"' if g.free else ""
+        model = (f'<a href="{base}/gpu/{g.index}">{escape(g.model)}</a>' if base
+                 else escape(g.model))
         out.append(
             f'<tr{free} data-gpu="{g.index}"><td>{g.index}</td>'
-            f'<td title="{escape(g.name)}">{escape(g.model)}</td>'
+            f'<td title="{escape(g.name)}">{model}</td>'
             f'<td><meter max="100" value="{g.util}"></meter> {g.util}%</td>'
             f'<td><meter max="{g.mem_total}" value="{g.mem_used}"></meter> {g.mem_text}</td>'
             f"<td>{g.temp}°C</td><td>{g.fan}</td><td>{''.join(chips)}</td><td></td></tr>"
@@ -381,6 +387,141 @@ def overview_model(filters: Filters) -> dict[str, Any]:
     }
 
 
+# --- history pages: host, GPU detail, users ---------------------------------------------------
+
+# The detail page's windows (label -> seconds); the API takes seconds for any of them.
+DETAIL_WINDOWS = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "10d": 10 * 86400,
+                  "30d": 30 * 86400, "1y": 365 * 86400}
+DEFAULT_DETAIL_WINDOW = "24h"
+# The overview's sparkline windows (the ones /api/v1/sparklines serves).
+SPARK_WINDOWS = ("1h", "24h", "10d")
+DEFAULT_SPARK_WINDOW = "24h"
+# The charts of the detail page: (id, title, metric for the CSV link or "" for none).
+DETAIL_CHARTS = (
+    ("util", "Utilization", "util"),
+    ("mem", "Memory", "mem"),
+    ("temp", "Temperature", "temp"),
+    ("procs", "Memory by user", ""),
+)
+
+
+@dataclass(slots=True)
+class ProcRowView:
+    user: str
+    pid: int
+    command: str
+    mem: str
+    util: int
+    exp_text: str
+    exp_class: str
+
+
+@dataclass(slots=True)
+class GpuDetail:
+    host: str
+    index: int
+    host_up: bool
+    host_known: bool  # still in settings (else: history only)
+    host_error: str
+    seen: str
+    name: str  # the GPU's full model name, "" when never seen
+    gpu: GpuView | None  # the current values; None when the host does not report this GPU
+    stale: bool  # gpu holds the last known values of a host that is down
+    procs: list[ProcRowView]
+
+
+def _history_gpus(host: str) -> dict[int, str]:
+    """GPU index -> model name of every GPU of ``host`` the history has seen."""
+    return {idx: name for h, idx, name in get_history().store.gpus() if h == host}
+
+
+def gpu_detail_model(name: str, index: int, now: float) -> GpuDetail | None:
+    """The detail page's server-rendered part; None for a GPU neither polled nor in history."""
+    h = get_state().poller.host(name)
+    info = h.info if h is not None else None
+    live = next((g for g in info.gpus if g.id == index), None) if info is not None else None
+    past = _history_gpus(name) if live is None else {}
+    if live is None and index not in past:
+        return None
+    view = _gpu_view(live, {}, now) if live is not None else None
+    procs = []
+    if live is not None and not gpu_is_lost(live):
+        for p in sorted(live.procs, key=lambda p: (-p.mem, p.pid)):
+            text, cls = expiry(p.expiration, now)
+            procs.append(ProcRowView(user_label(p), p.pid, p.basename, size_text(p.mem),
+                                     p.utilization, text, cls))
+    seen = ""
+    if h is not None:
+        seen = "never seen" if h.last_seen is None else f"last seen {ago(now - h.last_seen)}"
+    return GpuDetail(
+        host=name,
+        index=index,
+        host_up=h is not None and h.up,
+        host_known=h is not None,
+        host_error=h.error if h is not None else "",
+        seen=seen,
+        name=live.name if live is not None else past.get(index, ""),
+        gpu=view,
+        stale=view is not None and h is not None and not h.up,
+        procs=procs,
+    )
+
+
+@dataclass(slots=True)
+class UserRow:
+    user: str
+    gpus: list[tuple[str, int, str, str]]  # host, GPU, memory text, title (pids and commands)
+    mem_now: int  # bytes held now, for sorting
+    exp_text: str
+    exp_class: str
+    exp_sort: int  # sorts unknown < expired < dates < never
+    usage: dict[str, tuple[float, float]]  # window -> (GPU-hours, GiB-hours)
+    hogs: list[str]  # one text per idle process
+
+
+def _hours(x: float) -> str:
+    """GPU-hours as the users page shows them: one decimal, whole hours from 100 up."""
+    return r0(x) if x >= 100 else r1(x)
+
+
+def users_model(now: float) -> dict[str, Any]:
+    """The users page, from the same report as ``GET /api/v1/users``."""
+    report = users_report(now)
+    windows = list(report[0]["usage"]) if report else ["1d", "7d", "30d"]
+    rows = []
+    for u in report:
+        held: dict[tuple[str, int], list[Any]] = {}
+        for g in u["gpus_now"]:
+            entry = held.setdefault((g["host"], g["gpu"]), [0, []])
+            entry[0] += g["mem"]
+            entry[1].append(f"pid {g['pid']} {g['basename']}")
+        exp = int(u["expiration"])
+        text, cls = expiry(exp, now)
+        rows.append(UserRow(
+            user=u["user"],
+            gpus=[(host, gpu, size_text(mem), ", ".join(titles))
+                  for (host, gpu), (mem, titles) in sorted(held.items())],
+            mem_now=sum(mem for mem, _ in held.values()),
+            exp_text=text,
+            exp_class=cls,
+            exp_sort=-1 if exp == 0 else (2**62 if exp == 1 else exp),
+            usage={w: (float(u["usage"][w]["gpu_hours"]),
+                       float(u["usage"][w]["gpu_mem_gib_hours"])) for w in windows},
+            hogs=[f"idle {idle_text(h['idle_seconds'])} on {h['host']}:{h['gpu']} "
+                  f"({h['basename']}, pid {h['pid']}, {size_text(h['mem'])})"
+                  for h in u["idle_hogs"]],
+        ))
+    return {"rows": rows, "windows": windows, "now": now,
+            "n_holding": sum(1 for r in rows if r.gpus),
+            "n_hogs": sum(len(r.hogs) for r in rows)}
+
+
+def idle_text(seconds: float) -> str:
+    """How long a process has been idle, as its badge says it (overview-history.js too)."""
+    s = max(0, int(seconds))
+    return f"{s // 3600}h" if s >= 3600 else f"{s // 60}m"
+
+
 # --- pages --------------------------------------------------------------------------------------
 
 
@@ -392,7 +533,46 @@ def _common() -> dict[str, Any]:
 
 @bp.route("/")
 def overview() -> ResponseReturnValue:
-    return render_template("overview.html", **overview_model(Filters.from_args(request.args)))
+    window = request.args.get("window", "")
+    return render_template("overview.html", **overview_model(Filters.from_args(request.args)),
+                           spark_windows=SPARK_WINDOWS,
+                           spark_window=window if window in SPARK_WINDOWS
+                           else DEFAULT_SPARK_WINDOW)
+
+
+@bp.route("/host/<path:name>")
+def host_page(name: str) -> ResponseReturnValue:
+    h = get_state().poller.host(name)
+    past = _history_gpus(name)
+    if h is None and not past:
+        return _not_found(f"There is no host {name!r}: it is not in settings.py and has no "
+                          "history.")
+    notes = [n for n in get_state().notes.notes() if n.host == name]
+    return render_template(
+        "host.html", name=name, view=host_view(h, notes, time.time()) if h is not None else None,
+        past=sorted(past.items()),
+    )
+
+
+@bp.route("/host/<path:name>/gpu/<int:index>")
+def gpu_detail(name: str, index: int) -> ResponseReturnValue:
+    model = gpu_detail_model(name, index, time.time())
+    if model is None:
+        return _not_found(f"There is no GPU {index} on {name!r}, now or in the history.")
+    window = request.args.get("window", DEFAULT_DETAIL_WINDOW)
+    if window not in DETAIL_WINDOWS:
+        window = DEFAULT_DETAIL_WINDOW
+    return render_template("gpu.html", d=model, window=window, windows=DETAIL_WINDOWS,
+                           charts=DETAIL_CHARTS)
+
+
+@bp.route("/users")
+def users() -> ResponseReturnValue:
+    return render_template("users.html", **users_model(time.time()))
+
+
+def _not_found(message: str) -> ResponseReturnValue:
+    return render_template("error.html", title="Not found", message=message), 404
 
 
 @bp.route("/notes")
@@ -471,3 +651,4 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
     app.add_template_filter(when)
     app.add_template_global(gpu_rows)
+    app.add_template_global(_hours, "hours")

@@ -117,6 +117,7 @@
         expText: exp[0],
         expClass: exp[1],
         title: procs.map(function (p) { return "pid " + p.pid + " " + p.basename; }).join(", "),
+        pids: procs.map(function (p) { return p.pid; }).join(" "),
       });
     });
     return out;
@@ -204,20 +205,27 @@
     return m;
   }
 
-  function gpuRow(g) {
+  function hostUrl(name) {
+    return "/host/" + encodeURIComponent(name);
+  }
+
+  function gpuRow(g, host) {
     var tr;
     if (g.lost) {
       var cell = el("td", null, g.name);
       cell.colSpan = 6;
       tr = el("tr", "lost", el("td", null, String(g.index)), cell);
     } else {
-      var model = el("td", null, g.model);
+      var link = el("a", null, g.model);
+      link.href = hostUrl(host) + "/gpu/" + g.index; // the GPU's history, as views.gpu_rows
+      var model = el("td", null, link);
       model.title = g.name;
       var procs = el("td");
       g.procs.forEach(function (p) {
         var exp = p.expClass ? el("em", p.expClass, p.expText) : p.expText;
         var chip = el("span", p.hit ? "hit" : null, p.label + " (" + p.mem + ", ", exp, ")");
         chip.title = p.title; // pids and commands: only here, to keep the server's HTML small
+        chip.dataset.pids = p.pids; // for the idle-process badges (overview-history.js)
         procs.append(chip);
       });
       if (!g.procs.length) {
@@ -243,7 +251,7 @@
       head.append(el("th", null, label));
     });
     var body = el("tbody");
-    v.gpus.forEach(function (g) { body.append(gpuRow(g)); });
+    v.gpus.forEach(function (g) { body.append(gpuRow(g, v.name)); });
     return el("table", "gpus", el("thead", null, head), body);
   }
 
@@ -302,7 +310,9 @@
   }
 
   function syncUrl(f) {
-    var q = new URLSearchParams();
+    // Other parameters (the sparkline window) belong to other scripts: kept as they are.
+    var q = new URLSearchParams(location.search);
+    ["user", "host", "free"].forEach(function (key) { q.delete(key); });
     if (f.user) q.set("user", f.user);
     if (f.host) q.set("host", f.host);
     if (f.free) q.set("free", "1");

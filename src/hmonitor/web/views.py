@@ -1,4 +1,6 @@
-"""HTML pages: the overview, notes and the notice board, reload of servers.
+"""HTML pages: the overview, notes and the notice board, reload of servers; the host, GPU
+detail and users pages over the history (their charts are drawn in the browser from the JSON API:
+static/charts.js, gpu.js, overview-history.js).
 
 The overview is rendered here for the first paint (it works without JavaScript); ``overview.js``
 then keeps it live from ``/api/v1/hosts`` with the same markup and the same rules (free GPU,
@@ -257,8 +259,8 @@ def gpu_rows(gpus: Iterable[GpuView], host_url: str = "") -> Markup:
     100 hosts x 8 GPUs x 4 processes must stay well under 500 KB. Columns: index, model,
     utilization, memory, temperature, fan, processes, and an empty slot for a sparkline; a lost
     GPU's row has two cells, its index and the error. With ``host_url`` (the host page's URL,
-    built once per host: url_for per row would cost ~10 % of the page) each model name links to
-    the GPU's detail page.
+    built once per host rather than a url_for per row) each model name links to the GPU's
+    detail page.
     """
     out = []
     base = escape(host_url)

@@ -139,3 +139,31 @@ def test_alerts(client: FlaskClient) -> None:
     assert "connection refused" in down_alert["message"] and down_alert["since"]
     hog = next(a for a in alerts if a["kind"] == "idle_hog" and "bob" in a["message"])
     assert "10.0 GiB on gpu_a GPU 1" in hog["message"]
+
+
+def test_process_history_as_csv(client: FlaskClient) -> None:
+    resp = client.get("/api/v1/history/processes?host=gpu_a&gpu=1&window=1h&points=5&format=csv")
+    rows = resp.text.strip().splitlines()
+    assert rows[0] == "time,bob (bytes),carol (bytes)"
+    assert len(rows) >= 2 and rows[-1].endswith(f",{10 * GIB},{6 * GIB}")
+
+
+def test_idle_hog_alerts_carry_their_fields(client: FlaskClient) -> None:
+    hogs = [a for a in client.get("/api/v1/alerts").get_json()["alerts"] if a["kind"] == "idle_hog"]
+    assert sorted((a["user"], a["gpu"], a["pid"]) for a in hogs) == [
+        ("bob", 1, 21),
+        ("carol", 1, 22),
+    ]
+    assert all(a["idle_seconds"] >= 300 and a["mem"] > 0 for a in hogs)
+
+
+def test_unknown_owners_have_one_name(tmp_path: Path) -> None:
+    host = info("gpu_c", [gpu(0, proc("", pid=5, uid=4242), proc("", pid=6, uid=-1), util=90)])
+    app = make_app(tmp_path, [up("gpu_c", host)], interval=INTERVAL)
+    start = time.time() - 100
+    for k in range(10):
+        get_history(app).on_round([up("gpu_c", host)], start + k * INTERVAL)
+    c = app.test_client()
+    c.environ_base["HTTP_AUTHORIZATION"] = "Bearer s3cret-token"
+    names = [u["user"] for u in c.get("/api/v1/users").get_json()["users"]]
+    assert sorted(names) == ["uid 4242", "unknown"]  # one row each: live and history agree

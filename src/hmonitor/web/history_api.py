@@ -16,6 +16,7 @@ from hmonitor.web import get_state
 from hmonitor.web.history import GPU_METRICS, Agg
 from hmonitor.web.history_feature import DISK_WARN, USAGE_WINDOWS, Alert, HistoryFeature
 from hmonitor.web.jsonview import HostStateLike
+from hmonitor.web.owner import owner_label
 
 WINDOWS = {"1h": 3600.0, "24h": 86400.0, "10d": 10 * 86400.0}
 UNITS = {"util": "%", "mem": "bytes", "mem_total": "bytes", "temp": "°C", "fan": "%"}
@@ -25,8 +26,30 @@ def get_history(app: Flask | None = None) -> HistoryFeature:
     return cast(HistoryFeature, (app or current_app).extensions["hmonitor_history"])
 
 
-def _finite(values: Iterable[float]) -> list[float | None]:
-    return [None if math.isnan(v) else round(v, 4) for v in values]
+def _finite(values: Iterable[float], digits: int = 4) -> list[float | None]:
+    """JSON-ready: NaN (no data) as null, rounded (digits 0: whole numbers)."""
+    if digits == 0:
+        return [None if math.isnan(v) else round(v) for v in values]
+    return [None if math.isnan(v) else round(v, digits) for v in values]
+
+
+def _csv(filename: str, header: list[str], rows: Iterable[Iterable[object]]) -> Response:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return Response(
+        out.getvalue(),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+def _num(value: float) -> str:
+    """A CSV cell: empty for no data, otherwise exact to 3 decimals (bytes stay whole)."""
+    if math.isnan(value):
+        return ""
+    return f"{value:.3f}".rstrip("0").rstrip(".")
 
 
 class BadRequest(ValueError):
@@ -97,7 +120,7 @@ def users_report(now: float) -> list[dict[str, Any]]:
             continue
         for gpu in host.info.gpus:
             for proc in gpu.procs:
-                name = proc.username or (str(proc.uid) if proc.uid >= 0 else "unknown")
+                name = owner_label(proc.username, proc.uid)
                 user = entry(name)
                 user["gpus_now"].append(
                     {
@@ -143,7 +166,13 @@ def alerts_report() -> list[Alert]:
     for host in _live_hosts():
         if not host.up:
             alerts.append(
-                Alert("host_down", host.name, f"{host.name} is down: {host.error}", host.last_seen)
+                Alert(
+                    "host_down",
+                    host.name,
+                    f"{host.name} is down: {host.error}",
+                    host.last_seen,
+                    {"error": host.error},
+                )
             )
             continue
         if host.info is None:
@@ -156,6 +185,7 @@ def alerts_report() -> list[Alert]:
                         host.name,
                         f"{host.name}:{disk.mount} is {100 * disk.used / disk.total:.0f}% full "
                         f"({(disk.total - disk.used) / 2**30:.1f} GiB left)",
+                        detail={"mount": disk.mount, "used": disk.used, "total": disk.total},
                     )
                 )
     for hog in get_history().idle_hogs():
@@ -163,10 +193,10 @@ def alerts_report() -> list[Alert]:
             Alert(
                 "idle_hog",
                 hog.host,
-                f"{hog.user or 'unknown'} holds {hog.mem / 2**30:.1f} GiB on {hog.host} "
-                f"GPU {hog.gpu} ({hog.basename}, pid {hog.pid}) idle for "
-                f"{hog.idle_seconds / 3600:.1f} h",
+                f"{hog.user} holds {hog.mem / 2**30:.1f} GiB on {hog.host} GPU {hog.gpu} "
+                f"({hog.basename}, pid {hog.pid}) idle for {hog.idle_seconds / 3600:.1f} h",
                 hog.since,
+                hog_dict(hog),
             )
         )
     return alerts
@@ -192,16 +222,10 @@ def _make_blueprint() -> Blueprint:
         points = int(min(max(_number("points", 1000), 1), 1000))
         t, v = get_history().store.series(host, gpu, metric, since, until, points, agg)
         if request.args.get("format") == "csv":
-            out = io.StringIO()
-            writer = csv.writer(out)
-            writer.writerow(["time", f"{metric} ({UNITS[metric]})"])
-            writer.writerows((f"{a:.0f}", f"{b:g}") for a, b in zip(t, v, strict=True))
-            return Response(
-                out.getvalue(),
-                mimetype="text/csv",
-                headers={
-                    "Content-Disposition": f'attachment; filename="{host}_{gpu}_{metric}.csv"'
-                },
+            return _csv(
+                f"{host}_{gpu}_{metric}.csv",
+                ["time", f"{metric} ({UNITS[metric]})"],
+                ((f"{a:.0f}", _num(b)) for a, b in zip(t, v, strict=True)),
             )
         return jsonify(
             host=host,
@@ -221,6 +245,13 @@ def _make_blueprint() -> Blueprint:
         since, until = _window()
         points = int(min(max(_number("points", 300), 1), 1000))
         t, users = get_history().store.process_series(host, gpu, since, until, points)
+        if request.args.get("format") == "csv":
+            names = sorted(users)
+            return _csv(
+                f"{host}_{gpu}_memory_by_user.csv",
+                ["time", *(f"{n} (bytes)" for n in names)],
+                ([f"{x:.0f}", *(_num(users[n][i]) for n in names)] for i, x in enumerate(t)),
+            )
         return jsonify(
             host=host, gpu=gpu, unit="bytes", t=t, users={u: _finite(v) for u, v in users.items()}
         )
@@ -236,7 +267,7 @@ def _make_blueprint() -> Blueprint:
             window=name,
             points=points,
             gpus={
-                f"{host}/{gpu}": {"util": _finite(v["util"]), "mem": _finite(v["mem"])}
+                f"{host}/{gpu}": {"util": _finite(v["util"], 0), "mem": _finite(v["mem"], 3)}
                 for (host, gpu), v in lines.items()
             },
         )

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -31,9 +31,16 @@ class Alert:
     host: str
     message: str
     since: float | None = None
+    detail: dict[str, object] = field(default_factory=dict)  # the kind's own fields
 
     def as_dict(self) -> dict[str, object]:
-        return {"kind": self.kind, "host": self.host, "message": self.message, "since": self.since}
+        return {
+            "kind": self.kind,
+            "host": self.host,
+            "message": self.message,
+            "since": self.since,
+            **self.detail,
+        }
 
 
 class HistoryFeature:

@@ -25,6 +25,7 @@ from hmonitor.web.auth import client_label
 from hmonitor.web.history_api import get_history, users_report
 from hmonitor.web.jsonview import HostStateLike
 from hmonitor.web.notes import Note, NoteError
+from hmonitor.web.owner import owner_label
 from hmonitor.web.settings import SettingsError
 
 GIB = 1 << 30
@@ -86,8 +87,7 @@ def expiry(exp: int, now: float) -> tuple[str, str]:
 
 
 def user_label(p: hm_pb2.ProcInfo) -> str:
-    # Unknown owners (no passwd entry, or a container's uid) are shown by uid, never hidden.
-    return p.username or f"uid {p.uid}"
+    return owner_label(p.username, p.uid)
 
 
 def gpu_is_lost(g: hm_pb2.GPUInfo) -> bool:
@@ -195,7 +195,7 @@ def _procs_view(
     """
     by_user: dict[str, list[int]] = {}  # user -> [memory, processes, expiration]
     for p in procs:
-        user = p.username or f"uid {p.uid}"
+        user = owner_label(p.username, p.uid)
         entry = by_user.get(user)
         if entry is None:
             by_user[user] = [p.mem, 1, p.expiration]

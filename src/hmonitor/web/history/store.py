@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Literal, Protocol, TypeVar
 
 from hmonitor._pb import hm_pb2
+from hmonitor.web.owner import owner_label
 
 from . import _codec
 
@@ -594,7 +595,7 @@ class SqliteHistory:
                         cur[2] = min(cur[2] + mem, _I64_MAX)
                         cur[3] = max(cur[3], p.utilization)
                         continue
-                    uname = p.username or f"uid:{p.uid}"
+                    uname = owner_label(p.username, p.uid)
                     uid = users.get(uname)
                     if uid is None:
                         uid = self._id(users, "user", uname)

@@ -1,3 +1,3 @@
 """Shared fixtures. The fake NVML library's fixture lives in tests/fakenvml/plugin.py."""
 
-pytest_plugins = ["fakenvml.plugin"]
+pytest_plugins = ["fakenvml.plugin", "browserkit"]

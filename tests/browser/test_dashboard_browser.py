@@ -9,35 +9,17 @@ a full-page screenshot to ``artifacts/dashboard.png``.
 from __future__ import annotations
 
 import re
-import socket
-import threading
 import time
 from collections.abc import Iterator
-from concurrent import futures
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
+from browserkit import ARTIFACTS, BROWSER_MARKS, FAR, GIB, Dashboard, Watch, run_dashboard, text
 from playwright.sync_api import expect
 
-from hmonitor._pb import hm_pb2, hm_pb2_grpc
-from hmonitor.web import create_app, get_state
-from hmonitor.web.settings import load_settings
+from hmonitor._pb import hm_pb2
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
-TOKEN = "browser-test-token"
-GIB = 1 << 30
-FAR = 4102444800  # 2100-01-01
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(),
-                       reason="needs Debian's chromium at /usr/bin/chromium "
-                       "(apt-get install -y chromium)"),
-]
+pytestmark = BROWSER_MARKS
 
 
 def _proc(user: str, pid: int, mem_gib: float, expiration: int = FAR,
@@ -83,147 +65,36 @@ def snapshot_b() -> hm_pb2.HostInfo:
         ], disks=_disks(("/", 0.61), ("/scratch", 0.73)))
 
 
-class Agent(hm_pb2_grpc.HostMonitorServicer):
-    """An agent answering whatever snapshot the test holds right now."""
-
-    def __init__(self, info: hm_pb2.HostInfo) -> None:
-        self.info = info
-
-    def GetInfo(
-        self, request: hm_pb2.RequestInfo, context: grpc.ServicerContext
-    ) -> hm_pb2.HostInfo:
-        return self.info
-
-
-@dataclass
-class Dashboard:
-    url: str
-    agents: dict[str, Agent]
-    app: Any
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
-    import waitress  # noqa: PLC0415 - only this test serves over HTTP
-
-    agents = {"gpu-a": Agent(snapshot_a()), "gpu-b": Agent(snapshot_b())}
-    servers: dict[str, str] = {}
-    grpc_servers = []
-    for name, agent in agents.items():
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-        hm_pb2_grpc.add_HostMonitorServicer_to_server(agent, server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        server.start()
-        grpc_servers.append(server)
-        servers[name] = f"127.0.0.1:{port}"
-    servers["gpu-down"] = f"127.0.0.1:{_closed_port()}"
-
-    folder = tmp_path_factory.mktemp("dashboard")
-    (folder / "settings.py").write_text(
-        f"servers = {servers!r}\ntoken = {TOKEN!r}\ninterval = 1\ntimeout = 1\n")
-    app = create_app(load_settings(folder / "settings.py"))
-    http = waitress.create_server(app, host="127.0.0.1", port=0, threads=4)
-    thread = threading.Thread(target=http.run, name="waitress", daemon=True)
-    thread.start()
-    state = get_state(app)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(h.polled_at is None for h in state.poller.hosts()):
-        time.sleep(0.05)
-    try:
-        yield Dashboard(f"http://127.0.0.1:{http.effective_port}", agents, app)
-    finally:
-        http.close()
-        http.task_dispatcher.shutdown()
-        state.close()
-        for server in grpc_servers:
-            server.stop(grace=None)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright  # noqa: PLC0415 - only when not skipped
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
-        )
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-class Watch:
-    """Console errors, page errors and CSP violations seen by one page."""
-
-    def __init__(self, page: Any) -> None:
-        self.problems: list[str] = []
-        page.on("console", self._console)
-        page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
-        # Runs from the devtools protocol, so the page's CSP does not apply to it.
-        page.add_init_script(
-            "document.addEventListener('securitypolicyviolation', e => console.error("
-            "'CSP violation: ' + e.violatedDirective + ' ' + e.blockedURI));")
-
-    def _console(self, message: Any) -> None:
-        if message.type == "error":
-            self.problems.append(f"console: {message.text}")
-
-
-@pytest.fixture
-def page(browser: Any, dashboard: Dashboard) -> Iterator[tuple[Any, Watch]]:
-    context = browser.new_context(viewport={"width": 1440, "height": 900})
-    pg = context.new_page()
-    pg.set_default_timeout(15_000)
-    watch = Watch(pg)
-    pg.goto(dashboard.url + "/")
-    assert "/login" in pg.url
-    pg.fill("input[name=token]", TOKEN)
-    pg.fill("input[name=name]", "browser")
-    pg.click("button[type=submit]")
-    pg.wait_for_selector("article[data-host='gpu-a']")
-    # The live refresh ran at least once. (Waiting uses locators: the page's CSP forbids the
-    # eval that wait_for_function with an expression needs.)
-    expect(pg.locator("#updated")).to_have_text(re.compile("^live"))
-    try:
-        yield pg, watch
-    finally:
-        context.close()
-
-
-def _text(page: Any, selector: str) -> str:
-    # textContent, not innerText: the words as written, not as CSS capitalises them.
-    return " ".join(str(page.text_content(selector)).split())
+    """gpu-a and gpu-b answering snapshot_a() and snapshot_b(); gpu-down a closed port.
+    (``page``, a logged-in page on it, and ``browser`` come from browserkit.)"""
+    with run_dashboard(tmp_path_factory.mktemp("dashboard"),
+                       {"gpu-a": snapshot_a(), "gpu-b": snapshot_b()}, ["gpu-down"],
+                       "interval = 1\ntimeout = 1\n") as dash:
+        yield dash
 
 
 def test_sees_the_hosts_and_the_down_host_in_red(
     page: tuple[Any, Watch], dashboard: Dashboard
 ) -> None:
     pg, watch = page
-    a = _text(pg, "article[data-host='gpu-a']")
+    a = text(pg, "article[data-host='gpu-a']")
     assert "10.20.0.11" in a and "gpu-a.lab" in a
     assert "alice (62 GiB, 2100-01-01)" in a
     assert "bob \u00d72 (22 GiB, expired)" in a
     assert "uid 31337 (7.5 GiB, unknown)" in a
-    b = _text(pg, "article[data-host='gpu-b']")
+    b = text(pg, "article[data-host='gpu-b']")
     assert "GPU lost: Unknown Error" in b and "dave (33 GiB, never)" in b
 
     down = pg.locator("article[data-host='gpu-down']")
     assert "down" in (down.get_attribute("class") or "").split()
-    assert "connection refused" in _text(pg, "article[data-host='gpu-down'] .err")
-    assert "never seen" in _text(pg, "article[data-host='gpu-down'] .err")
+    assert "connection refused" in text(pg, "article[data-host='gpu-down'] .err")
+    assert "never seen" in text(pg, "article[data-host='gpu-down'] .err")
     red = down.evaluate("el => getComputedStyle(el.querySelector('h2')).color")
     r, g, bl = (int(x) for x in re.findall(r"\d+", red)[:3])
     assert r > 150 and g < 100 and bl < 100, f"down host name should be red, is {red}"
-    summary = _text(pg, "#summary")
+    summary = text(pg, "#summary")
     assert "2 hosts up" in summary and "1 down" in summary and "1 lost" in summary
     assert watch.problems == []
 
@@ -289,18 +160,18 @@ def test_notes_notice_theme_and_screenshot(page: tuple[Any, Watch], dashboard: D
     pg.fill("input[name=host]", "gpu-a")
     pg.fill("textarea[name=note]", "fine-tuning until Friday, please leave GPU 0 <3")
     pg.click("text=Save note")
-    assert "Saved the note for alice@gpu-a" in _text(pg, ".flashes")
-    assert "by browser" in _text(pg, "#notes-table")
+    assert "Saved the note for alice@gpu-a" in text(pg, ".flashes")
+    assert "by browser" in text(pg, "#notes-table")
 
     pg.fill("textarea[name=notice]", "gpu-down is in for repair until Monday.")
     pg.click("text=Save notice")
-    assert _text(pg, "#notice-text") == "gpu-down is in for repair until Monday."
+    assert text(pg, "#notice-text") == "gpu-down is in for repair until Monday."
 
     pg.click("nav >> text=Overview")
     pg.wait_for_selector("article[data-host='gpu-a'] .notes")
-    assert "alice fine-tuning until Friday, please leave GPU 0 <3" in _text(
+    assert "alice fine-tuning until Friday, please leave GPU 0 <3" in text(
         pg, "article[data-host='gpu-a'] .notes")
-    assert "repair until Monday" in _text(pg, "#notice-text")
+    assert "repair until Monday" in text(pg, "#notice-text")
     expect(pg.locator("#updated")).to_have_text(re.compile("^live"))
 
     toggle = pg.locator("#theme-toggle")

@@ -1,177 +1,52 @@
 """The history UI in a real headless Chromium: sparklines and alerts on the overview, the GPU
 detail page's charts, the users page; and the overview's sparklines at 100 hosts x 8 GPUs.
 
-As in test_dashboard_browser.py: in-test gRPC agents (one closed port for a down host), the real
-app with its real poller served by waitress on a free loopback port, Debian's Chromium driven by
-Playwright's sync API. (The fixtures are copied, not shared: a conftest.py here would be a second
-module named "conftest" for mypy.) Before the first
-round, a day of synthetic rounds at the polling interval (2 min) go through the same
-callback the poller calls (``HistoryFeature.on_round``), so the store, its rollups and the idle
-rule work as in production. Screenshots: ``artifacts/history-overview.png``,
-``artifacts/gpu-detail.png``, ``artifacts/users.png``.
+As in test_dashboard_browser.py, with what tests/browserkit.py shares (its ``browser`` and
+``page`` fixtures included): in-test gRPC agents (one closed port for a down host), the real app
+with its real poller served by waitress on a free loopback port, Debian's Chromium driven by
+Playwright's sync API. Before the first round, a day of synthetic rounds at the polling interval
+(2 min) go through the same callback the poller calls (``HistoryFeature.on_round``), so the
+store, its rollups and the idle rule work as in production. Screenshots:
+``artifacts/history-overview.png``, ``artifacts/gpu-detail.png``, ``artifacts/users.png``.
 """
 
 from __future__ import annotations
 
 import math
 import re
-import socket
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from concurrent import futures
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
+from browserkit import (
+    ARTIFACTS,
+    BROWSER_MARKS,
+    FAR,
+    GIB,
+    TOKEN,
+    Dashboard,
+    Watch,
+    log_in,
+    run_dashboard,
+    serve,
+    text,
+)
 from flask import Flask
 from playwright.sync_api import expect
 
-from hmonitor._pb import hm_pb2, hm_pb2_grpc
+from hmonitor._pb import hm_pb2
 from hmonitor.web import create_app, get_state
 from hmonitor.web.history_api import get_history
 from hmonitor.web.poller import HostState
 from hmonitor.web.settings import load_settings
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
-TOKEN = "browser-test-token"
-GIB = 1 << 30
-FAR = 4102444800  # 2100-01-01
 INTERVAL = 120
 ROUNDS = 24 * 30  # a day of rounds, the last one an interval before the poller's first
 DOWN = range(450, 495)  # gpu-b does not answer in these rounds: a gap in its charts
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(),
-                       reason="needs Debian's chromium at /usr/bin/chromium "
-                       "(apt-get install -y chromium)"),
-]
-
-
-# --- serving and browsing (as in test_dashboard_browser.py) -----------------------------------
-
-
-class Agent(hm_pb2_grpc.HostMonitorServicer):
-    """An agent answering whatever snapshot the test holds right now."""
-
-    def __init__(self, info: hm_pb2.HostInfo) -> None:
-        self.info = info
-
-    def GetInfo(
-        self, request: hm_pb2.RequestInfo, context: grpc.ServicerContext
-    ) -> hm_pb2.HostInfo:
-        return self.info
-
-
-@dataclass
-class Dashboard:
-    url: str
-    agents: dict[str, Agent]
-    app: Flask
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def serve(app: Flask) -> Iterator[str]:
-    """``app`` over HTTP (waitress, in a thread): yields its base URL."""
-    import waitress  # noqa: PLC0415 - only these tests serve over HTTP
-
-    http = waitress.create_server(app, host="127.0.0.1", port=0, threads=4)
-    threading.Thread(target=http.run, name="waitress", daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{http.effective_port}"
-    finally:
-        http.close()
-        http.task_dispatcher.shutdown()
-
-
-@contextmanager
-def run_dashboard(folder: Path, snapshots: Mapping[str, hm_pb2.HostInfo], down: list[str],
-                  settings: str, prepare: Callable[[Flask], None]) -> Iterator[Dashboard]:
-    """The real app and poller over agents answering ``snapshots`` and closed ports ``down``;
-    ``prepare(app)`` runs before the poller's first round."""
-    agents = {name: Agent(info) for name, info in snapshots.items()}
-    servers: dict[str, str] = {}
-    grpc_servers = []
-    for name, agent in agents.items():
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-        hm_pb2_grpc.add_HostMonitorServicer_to_server(agent, server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        server.start()
-        grpc_servers.append(server)
-        servers[name] = f"127.0.0.1:{port}"
-    for name in down:
-        servers[name] = f"127.0.0.1:{_closed_port()}"
-    (folder / "settings.py").write_text(f"servers = {servers!r}\ntoken = {TOKEN!r}\n{settings}")
-    app = create_app(load_settings(folder / "settings.py"), start_poller=False)
-    state = get_state(app)
-    prepare(app)
-    state.poller.start()
-    state.started_poller = True
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(h.polled_at is None for h in state.poller.hosts()):
-        time.sleep(0.05)
-    try:
-        with serve(app) as url:
-            yield Dashboard(url, agents, app)
-    finally:
-        state.close()
-        for server in grpc_servers:
-            server.stop(grace=None)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright  # noqa: PLC0415 - only when not skipped
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
-        )
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-class Watch:
-    """Console errors, page errors and CSP violations seen by one page."""
-
-    def __init__(self, page: Any) -> None:
-        self.problems: list[str] = []
-        page.on("console", self._console)
-        page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
-        # Runs from the devtools protocol, so the page's CSP does not apply to it.
-        page.add_init_script(
-            "document.addEventListener('securitypolicyviolation', e => console.error("
-            "'CSP violation: ' + e.violatedDirective + ' ' + e.blockedURI));")
-
-    def _console(self, message: Any) -> None:
-        if message.type == "error":
-            self.problems.append(f"console: {message.text}")
-
-
-def log_in(pg: Any, url: str, token: str = TOKEN) -> None:
-    pg.goto(url + "/")
-    assert "/login" in pg.url
-    pg.fill("input[name=token]", token)
-    pg.fill("input[name=name]", "browser")
-    pg.click("button[type=submit]")
-    pg.wait_for_selector("#hosts article")
-    # (Waiting uses locators: the page's CSP forbids the eval that wait_for_function needs.)
-    expect(pg.locator("#updated")).to_have_text(re.compile("^live"))
+pytestmark = BROWSER_MARKS
 
 
 # --- the cluster and its history ----------------------------------------------------------------
@@ -247,23 +122,6 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
         yield dash
 
 
-@pytest.fixture
-def page(browser: Any, dashboard: Dashboard) -> Iterator[tuple[Any, Watch]]:
-    context = browser.new_context(viewport={"width": 1440, "height": 900})
-    pg = context.new_page()
-    pg.set_default_timeout(15_000)
-    watch = Watch(pg)
-    try:
-        log_in(pg, dashboard.url)
-        yield pg, watch
-    finally:
-        context.close()
-
-
-def _text(page: Any, selector: str) -> str:
-    return " ".join(str(page.text_content(selector)).split())
-
-
 def test_overview_sparklines_alerts_and_idle_badge(page: tuple[Any, Watch]) -> None:
     pg, watch = page
     row = "article[data-host='gpu-a'] tr[data-gpu='0']"
@@ -273,7 +131,7 @@ def test_overview_sparklines_alerts_and_idle_badge(page: tuple[Any, Watch]) -> N
     assert re.fullmatch(r"util avg \d+ %, mem max \d+ %, last 24 h",
                         str(pg.locator(f"{row} a.spark svg title").text_content()))
     assert (pg.locator(f"{row} a.spark svg path.sm").get_attribute("d") or "").endswith("Z")
-    assert _text(pg, "article[data-host='gpu-a'] thead th:nth-child(8)") == "last 24 h"
+    assert text(pg, "article[data-host='gpu-a'] thead th:nth-child(8)") == "last 24 h"
     # Every GPU row that is not lost has one; gpu-b's gap is a break in its path.
     expect(pg.locator("#hosts a.spark")).to_have_count(6)
     gap = pg.locator("article[data-host='gpu-b'] tr[data-gpu='0'] path.su").get_attribute("d")
@@ -282,8 +140,8 @@ def test_overview_sparklines_alerts_and_idle_badge(page: tuple[Any, Watch]) -> N
     # Alerts: the down host, the full disk, erin's idle process (with a badge on her chip).
     strip = pg.locator("#alerts")
     expect(strip).to_contain_text("erin holds 5.0 GiB on gpu-a GPU 2")
-    assert "gpu-down is down" in _text(pg, "#alerts")
-    assert "gpu-b:/scratch is 95% full" in _text(pg, "#alerts")
+    assert "gpu-down is down" in text(pg, "#alerts")
+    assert "gpu-b:/scratch is 95% full" in text(pg, "#alerts")
     chip = pg.locator("article[data-host='gpu-a'] tr[data-gpu='2'] td:nth-child(7) > span")
     expect(chip.locator(".hogb")).to_have_text(re.compile(r"^idle 2[34]h$"))
     assert pg.locator("#hosts .hogb").count() == 1
@@ -315,9 +173,9 @@ def test_gpu_detail_page_charts_hover_and_csv(
     pg, watch = page
     pg.click("article[data-host='gpu-a'] tr[data-gpu='1'] a.spark")
     pg.wait_for_url(re.compile(r"/host/gpu-a/gpu/1$"))
-    assert "gpu-a · GPU 1" in _text(pg, "#gpu-detail h1")
-    assert "NVIDIA A100-SXM4-80GB" in _text(pg, "#gpu-detail")
-    assert "bob" in _text(pg, "#gpu-detail table") and "carol" in _text(pg, "#gpu-detail table")
+    assert "gpu-a · GPU 1" in text(pg, "#gpu-detail h1")
+    assert "NVIDIA A100-SXM4-80GB" in text(pg, "#gpu-detail")
+    assert "bob" in text(pg, "#gpu-detail table") and "carol" in text(pg, "#gpu-detail table")
 
     for chart in ("util", "mem", "temp", "procs"):
         expect(pg.locator(f"#chart-{chart} svg path.line").first).to_have_attribute(

@@ -14,6 +14,8 @@ from test_web_support import (
     NOW,
     TOKEN,
     FakePoller,
+    app_fixture,  # noqa: F401 - the fixture app, over states
+    client_fixture,  # noqa: F401 - the fixture client
     cluster,
     csrf_for,
     down,
@@ -27,23 +29,25 @@ from test_web_support import (
 )
 
 from hmonitor.web import get_state
+from hmonitor.web.poller import HostState
 
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Flask:
-    return make_app(tmp_path, [
+def states() -> list[HostState]:
+    return [
         up("gpu01", info("gpu01", [gpu(0, proc("alice", expiration=FAR_FUTURE), util=90,
                                        used_gib=40, total_gib=141)], ip="10.0.0.1"),
            rtt_ms=2.5),
         down("gpu02", "connection refused", last_seen=NOW - 60),
-    ])
+    ]
 
 
 @pytest.fixture
-def api(app: Flask) -> FlaskClient:
-    return app.test_client()
+def api(client: FlaskClient) -> FlaskClient:
+    """A script's client: not logged in, it sends the token (``BEARER``)."""
+    return client
 
 
 def test_hosts_lists_every_host_with_state_and_snapshot(api: FlaskClient) -> None:

@@ -9,11 +9,12 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from flask import Flask
 from flask.testing import FlaskClient
 from test_web_support import (
     NOW,
     TOKEN,
+    app_fixture,  # noqa: F401 - the fixture app, over states
+    client_fixture,  # noqa: F401 - the fixture client
     csrf_for,
     csrf_of,
     down,
@@ -34,7 +35,8 @@ PAGES = ["/", "/notes", "/notes?user=alice&host=gpu01", "/?user=alice&free=1"]
 APIS = ["/api/v1/hosts", "/api/v1/hosts/gpu01", "/api/v1/notes", "/api/v1/notice"]
 
 
-def _states() -> list[HostState]:
+@pytest.fixture
+def states() -> list[HostState]:
     return [
         up("gpu01", info("gpu01", [
             gpu(0, proc("alice", expiration=1), util=90, used_gib=40),
@@ -44,16 +46,6 @@ def _states() -> list[HostState]:
         ], disks=(("/", 0.95),))),
         down("gpu02", "connection refused", last_seen=NOW - 300),
     ]
-
-
-@pytest.fixture
-def app(tmp_path: Path) -> Flask:
-    return make_app(tmp_path, _states())
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
 
 
 @pytest.fixture

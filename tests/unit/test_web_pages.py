@@ -16,6 +16,7 @@ from test_web_support import (
     FAR_FUTURE,
     NOW,
     FakePoller,
+    app_fixture,  # noqa: F401 - the fixture app, over states
     cluster,
     csrf_for,
     down,
@@ -36,7 +37,8 @@ SOON = int(NOW + 3 * 86400)
 PAST = int(NOW - 86400)
 
 
-def _states() -> list[HostState]:
+@pytest.fixture
+def states() -> list[HostState]:
     return [
         up("gpu01", info("gpu01", [
             gpu(0, proc("alice", expiration=FAR_FUTURE, mem_gib=30), util=97, used_gib=31),
@@ -60,12 +62,8 @@ def _states() -> list[HostState]:
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Flask:
-    return make_app(tmp_path, _states())
-
-
-@pytest.fixture
 def client(app: Flask) -> FlaskClient:
+    """Logged in, as "tester"."""
     c = app.test_client()
     login(c, name="tester")
     return c

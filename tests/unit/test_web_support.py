@@ -1,5 +1,5 @@
-"""Shared helpers for the dashboard's tests (a fake poller, clusters, settings, login), and the
-tests of the JSON conversion they rely on.
+"""Shared helpers for the dashboard's tests (a fake poller, clusters, settings, login, the
+``app`` and ``client`` fixtures), and the tests of the JSON conversion they rely on.
 
 The fake poller holds real ``HostState`` objects, as the real poller does, so pages and API see
 exactly what they would see in production.
@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from google.protobuf import json_format
@@ -144,6 +145,22 @@ def login(client: FlaskClient, token: str = TOKEN, name: str = "") -> Any:
 
 def csrf_for(client: FlaskClient, path: str = "/notes") -> str:
     return csrf_of(client.get(path).text)
+
+
+# --- fixtures: a test module imports these and defines ``states`` --------------------------------
+# (pytest knows a fixture by its own name, here ``app`` and ``client``, wherever it is imported.)
+
+
+@pytest.fixture(name="app")
+def app_fixture(tmp_path: Path, states: list[HostState]) -> Flask:
+    """The real app (``make_app``) in ``tmp_path``, over the test module's ``states``."""
+    return make_app(tmp_path, states)
+
+
+@pytest.fixture(name="client")
+def client_fixture(app: Flask) -> FlaskClient:
+    """A test client of ``app``, not logged in."""
+    return app.test_client()
 
 
 # --- the conversion the API and the live page rely on ---------------------------------------

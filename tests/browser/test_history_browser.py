@@ -213,7 +213,8 @@ def test_gpu_detail_page_charts_hover_and_csv(
     assert got.headers["content-type"].startswith("text/csv")
     lines = got.text().strip().splitlines()
     assert lines[0] == "time,util (%)" and len(lines) > 150  # 6 h of 2-min rounds
-    assert pg.locator("#csv-procs").get_attribute("download") == "gpu-a_1_processes.csv"
+    by_user = pg.request.get(dashboard.url + (pg.locator("#csv-procs").get_attribute("href") or ""))
+    assert by_user.text().splitlines()[0] == "time,bob (bytes),carol (bytes)"
 
     pg.mouse.move(box["x"] + box["width"] * 0.75, box["y"] + box["height"] * 0.5)
     pg.screenshot(path=str(ARTIFACTS / "gpu-detail.png"), full_page=True)

@@ -19,7 +19,6 @@
   var chosen = nav.querySelector("[aria-current]") || nav.querySelector("a");
   var timer = null;
   var generation = 0;
-  var procsCsv = null; // object URL of the per-user CSV
 
   function $(id) { return document.getElementById(id); }
 
@@ -43,29 +42,6 @@
   function pct(v) { return Math.round(v) + " %"; }
   function deg(v) { return Math.round(v) + " \u00b0C"; }
   function toGiB(v) { return v.map(function (x) { return x === null ? null : x / GIB; }); }
-
-  // --- CSV of the stacked chart (the API has CSV for single series only) -------------------
-
-  function csvField(text) {
-    return /[",\n\r]/.test(text) ? "\"" + text.replace(/"/g, "\"\"") + "\"" : text;
-  }
-
-  function setProcsCsv(answer, users) {
-    var link = $("csv-procs");
-    if (!link) return;
-    var lines = [["time"].concat(users.map(function (u) { return csvField(u + " (bytes)"); })).join(",")];
-    answer.t.forEach(function (t, i) {
-      lines.push([t.toFixed(0)].concat(users.map(function (u) {
-        var v = answer.users[u][i];
-        return v === null ? "" : String(Math.round(v));
-      })).join(","));
-    });
-    if (procsCsv) URL.revokeObjectURL(procsCsv);
-    procsCsv = URL.createObjectURL(new Blob([lines.join("\n") + "\n"], { type: "text/csv" }));
-    link.href = procsCsv;
-    link.download = host + "_" + gpu + "_processes.csv";
-    link.hidden = false;
-  }
 
   // --- charts -------------------------------------------------------------------------------
 
@@ -118,7 +94,6 @@
         return { label: u, key: "c" + (i % USER_COLOURS), t: procs.t, v: toGiB(procs.users[u]) };
       }),
     }));
-    setProcsCsv(procs, users);
   }
 
   function load() {
@@ -167,7 +142,7 @@
     var q = new URLSearchParams(location.search);
     q.set("window", link.dataset.window);
     history.replaceState(null, "", "?" + q.toString());
-    document.querySelectorAll("a.csv[href]:not(#csv-procs)").forEach(function (a) {
+    document.querySelectorAll("a.csv[href]").forEach(function (a) {
       var url = new URL(a.href);
       url.searchParams.set("window", link.dataset.seconds);
       a.href = url.pathname + url.search;

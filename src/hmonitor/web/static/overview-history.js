@@ -235,19 +235,9 @@
 
   var KIND_LABEL = { host_down: "down", disk_full: "disk", idle_hog: "idle" };
 
-  // The hog's GPU and pid: fields of the alert where the API gives them, else read from its
-  // message ("... on HOST GPU 3 (python, pid 1234) idle for 4.2 h").
   function hogOf(a) {
-    if (a.gpu !== undefined && a.pid !== undefined) {
-      return { host: a.host, gpu: a.gpu, pid: a.pid, idle: a.idle_seconds, text: a.message };
-    }
-    var prefix = " on " + a.host + " GPU ";
-    var at = a.message.lastIndexOf(prefix);
-    var m = at >= 0 && /^(\d+) \(.*, pid (\d+)\) idle for ([\d.]+) h$/.exec(
-      a.message.slice(at + prefix.length));
-    if (!m) return null;
-    return { host: a.host, gpu: Number(m[1]), pid: Number(m[2]), idle: Number(m[3]) * 3600,
-      text: a.message };
+    if (a.kind !== "idle_hog") return null;
+    return { host: a.host, gpu: a.gpu, pid: a.pid, idle: a.idle_seconds, text: a.message };
   }
 
   function alertItem(a, hog) {
@@ -263,7 +253,7 @@
   function renderAlerts(alerts) {
     hogs = [];
     var items = alerts.map(function (a) {
-      var hog = a.kind === "idle_hog" ? hogOf(a) : null;
+      var hog = hogOf(a);
       if (hog) hogs.push(hog);
       return alertItem(a, hog);
     });

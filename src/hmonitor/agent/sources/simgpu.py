@@ -68,7 +68,7 @@ class SimulatedGpuSource:
         current = int(now // slot_len)
         for slot in range(current - 6, current + 1):
             rng = random.Random(hash((self._seed, index, slot)) & 0xFFFFFFFF)
-            if rng.random() < 0.35:
+            if rng.random() < 0.6:  # most hour slots start no job: some GPUs stay free
                 continue
             start = slot * slot_len + rng.uniform(0, slot_len)
             length = rng.uniform(0.3, 6.0) * 3600
@@ -78,7 +78,7 @@ class SimulatedGpuSource:
             expiry_kind = rng.random()
             if expiry_kind < 0.6:
                 expiration = 1  # never expires
-            elif expiry_kind < 0.85:
+            elif expiry_kind < 0.93:
                 expiration = (int(now // _DAY) + rng.randrange(10, 400)) * _DAY
             else:
                 expiration = (int(now // _DAY) - rng.randrange(1, 30)) * _DAY  # expired
@@ -95,7 +95,7 @@ class SimulatedGpuSource:
                     expiration=expiration,
                 )
             )
-        return jobs[-3:]
+        return jobs[-2:]
 
     def _gpu(self, index: int, now: float) -> GpuReading:
         jobs = self._jobs(index, now)

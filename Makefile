@@ -9,7 +9,8 @@ PYNVML_MIN := 12.560.30
 .PHONY: demo test lint unit setup system-deps exe bench proto clean
 
 $(BIN)/hmonitor: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	@# A fresh Debian/Ubuntu lacks python3-venv: install it (and the rest) when venv fails.
+	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV) && bash tools/install-system-deps.sh && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian/Ubuntu packages the test suite needs: gcc (fake NVML library), Chromium (browser tests),
-# and for the single executable: Debian's python3 with venv, patchelf, binutils, debootstrap.
+# openssl (certificates for the TLS tests), and for the single executable: Debian's python3 with
+# venv, patchelf, binutils, debootstrap and its keyring.
 # Installs only what is missing; uses sudo when not root.
 set -euo pipefail
 
@@ -18,6 +19,7 @@ have unshare || need+=(util-linux)
 /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 [ -e /usr/include/python3.11/Python.h ] || ls /usr/include/python3*/Python.h >/dev/null 2>&1 || need+=(python3-dev)
 have getent || need+=(libc-bin)
+have openssl || need+=(openssl)
 have useradd || need+=(passwd)
 
 if [ ${#need[@]} -eq 0 ]; then

@@ -19,7 +19,8 @@ from flask import Flask, current_app
 from flask_compress import Compress
 
 from hmonitor.web.history_feature import HistoryFeature
-from hmonitor.web.jsonview import HostStateLike, PollerLike
+from hmonitor.web.hoststate import HostStateLike
+from hmonitor.web.jsonview import PollerLike
 from hmonitor.web.notes import NotesStore
 from hmonitor.web.settings import Settings, load_settings
 

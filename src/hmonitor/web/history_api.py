@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
 import time
@@ -13,9 +14,9 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from hmonitor.web import get_state
-from hmonitor.web.history import GPU_METRICS, Agg
+from hmonitor.web.history import GPU_METRICS, Agg, IdleHog
 from hmonitor.web.history_feature import DISK_WARN, USAGE_WINDOWS, Alert, HistoryFeature
-from hmonitor.web.jsonview import HostStateLike
+from hmonitor.web.hoststate import HostStateLike
 from hmonitor.web.owner import owner_label
 
 WINDOWS = {"1h": 3600.0, "24h": 86400.0, "10d": 10 * 86400.0}
@@ -148,17 +149,8 @@ def users_report(now: float) -> list[dict[str, Any]]:
     return sorted(users.values(), key=lambda u: (-u["usage"]["7d"]["gpu_hours"], u["user"]))
 
 
-def hog_dict(hog: Any) -> dict[str, Any]:
-    return {
-        "host": hog.host,
-        "gpu": hog.gpu,
-        "pid": hog.pid,
-        "user": hog.user,
-        "basename": hog.basename,
-        "mem": hog.mem,
-        "since": hog.since,
-        "idle_seconds": round(hog.idle_seconds),
-    }
+def hog_dict(hog: IdleHog) -> dict[str, Any]:
+    return {**dataclasses.asdict(hog), "idle_seconds": round(hog.idle_seconds)}
 
 
 def alerts_report() -> list[Alert]:

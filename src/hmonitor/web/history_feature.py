@@ -13,8 +13,8 @@ from pathlib import Path
 import grpc
 
 from hmonitor.web.history import IdleHog, SqliteHistory
-from hmonitor.web.history.store import HostStateLike
 from hmonitor.web.history_service import HistoryService, start_history_server
+from hmonitor.web.hoststate import HostSample
 from hmonitor.web.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class HistoryFeature:
         self._grpc: grpc.Server | None = None
         self._lock = threading.Lock()
 
-    def on_round(self, states: Sequence[HostStateLike], started: float) -> None:
+    def on_round(self, states: Sequence[HostSample], started: float) -> None:
         """The poller's callback (its own thread): one transaction per round."""
         try:
             self.store.ingest(states, started)

@@ -1,7 +1,7 @@
 """What the web side needs from the poller, and the poller's state as JSON.
 
-``PollerLike``/``HostStateLike`` describe the poller's interface structurally, so pages and tests
-can be driven by any object of that shape (a fake in tests, the real ``Poller`` in production).
+``PollerLike`` describes the poller structurally (its hosts: ``hoststate.HostStateLike``), so
+pages and tests can be driven by any object of that shape (a fake in tests, the real ``Poller``).
 
 HostInfo is converted by hand: ``json_format.MessageToDict`` turns uint64 into strings, drops
 zero-valued fields unless asked, and took 32 ms against 4 ms for 100 hosts x 8 GPUs x 4
@@ -14,27 +14,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from hmonitor._pb import hm_pb2
-
-
-class HostStateLike(Protocol):
-    """One host as the poller last saw it (``hmonitor.web.poller.HostState``)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def address(self) -> str: ...
-    @property
-    def up(self) -> bool: ...
-    @property
-    def error(self) -> str: ...
-    @property
-    def last_seen(self) -> float | None: ...
-    @property
-    def rtt_ms(self) -> float | None: ...
-    @property
-    def info(self) -> hm_pb2.HostInfo | None: ...
-    @property
-    def polled_at(self) -> float | None: ...
+from hmonitor.web.hoststate import HostStateLike
 
 
 class PollerLike(Protocol):

@@ -23,7 +23,7 @@ from hmonitor._pb import hm_pb2
 from hmonitor.web import get_state
 from hmonitor.web.auth import client_label
 from hmonitor.web.history_api import get_history, users_report
-from hmonitor.web.jsonview import HostStateLike
+from hmonitor.web.hoststate import HostStateLike
 from hmonitor.web.notes import Note, NoteError
 from hmonitor.web.owner import owner_label
 from hmonitor.web.settings import SettingsError

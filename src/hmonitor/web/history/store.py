@@ -36,7 +36,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Literal, Protocol, TypeVar
 
-from hmonitor._pb import hm_pb2
+from hmonitor.web.hoststate import HostSample
 from hmonitor.web.owner import owner_label
 
 from . import _codec
@@ -81,19 +81,6 @@ GPU_METRICS: tuple[str, ...] = ("util", "mem", "mem_total", "temp", "fan")
 Agg = Literal["avg", "max"]
 
 
-class HostStateLike(Protocol):
-    """What `ingest` reads from the poller's host state (hmonitor.web.poller.HostState)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def up(self) -> bool: ...
-    @property
-    def rtt_ms(self) -> float | None: ...
-    @property
-    def info(self) -> hm_pb2.HostInfo | None: ...
-
-
 @dataclass(frozen=True)
 class UsageTotals:
     gpu_hours: float  # a GPU shared by k users in a sample counts 1/k for each
@@ -127,7 +114,7 @@ class HistoryStore(Protocol):
     Times are Unix seconds; windows are [since, until).
     """
 
-    def ingest(self, states: Sequence[HostStateLike], t: float) -> None: ...
+    def ingest(self, states: Sequence[HostSample], t: float) -> None: ...
     def maintain(self, now: float, *, budget_s: float | None = None) -> MaintainReport: ...
     def series(
         self, host: str, gpu: int, metric: str, since: float, until: float,
@@ -512,7 +499,7 @@ class SqliteHistory:
             self._disks[(hid, mount)] = (did, device)
         return did
 
-    def ingest(self, states: Sequence[HostStateLike], t: float) -> None:
+    def ingest(self, states: Sequence[HostSample], t: float) -> None:
         """Store one polling round (one transaction). Rounds must come in time order."""
         tm = _ms(t)
         with self._wlock:
@@ -533,7 +520,7 @@ class SqliteHistory:
                 raise
             self._last_t = tm
 
-    def _ingest(self, states: Sequence[HostStateLike], tm: int) -> None:
+    def _ingest(self, states: Sequence[HostSample], tm: int) -> None:
         w = self._w
         cap = self._cap_ms
         disks_due = self._disk_t is None or tm - self._disk_t >= self._disk_ms

@@ -22,18 +22,7 @@
 
   function $(id) { return document.getElementById(id); }
 
-  function getJSON(path, params) {
-    var url = path + "?" + new URLSearchParams(params).toString();
-    return fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
-      .then(function (resp) {
-        if (resp.status === 401) {
-          location.assign("/login?next=" + encodeURIComponent(location.pathname + location.search));
-          throw new Error("logged out");
-        }
-        if (!resp.ok) throw new Error(path + ": HTTP " + resp.status);
-        return resp.json();
-      });
-  }
+  var getJSON = window.hmonitorApi.getJSON;
 
   // --- formats ------------------------------------------------------------------------------
 

@@ -46,14 +46,7 @@
     return "/host/" + encodeURIComponent(host) + "/gpu/" + gpu;
   }
 
-  function getJSON(url) {
-    return fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
-      .then(function (resp) {
-        // A lost session is handled by overview.js (back to the login page).
-        if (!resp.ok) throw new Error(url + ": HTTP " + resp.status);
-        return resp.json();
-      });
-  }
+  var getJSON = window.hmonitorApi.getJSON;
 
   // Idle time as views.idle_text writes it.
   function idleText(seconds) {

@@ -394,18 +394,7 @@
 
   // --- refreshing -------------------------------------------------------------------------
 
-  function getJSON(url) {
-    return fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
-      .then(function (resp) {
-        if (resp.status === 401) {
-          // The session ended: back to the login page, then here again.
-          location.assign("/login?next=" + encodeURIComponent(location.pathname + location.search));
-          throw new Error("logged out");
-        }
-        if (!resp.ok) throw new Error(url + ": HTTP " + resp.status);
-        return resp.json();
-      });
-  }
+  var getJSON = window.hmonitorApi.getJSON;
 
   function refresh() {
     clearTimeout(timer);

@@ -247,3 +247,19 @@ def test_secrets_are_not_echoed_in_errors(tmp_path: Path) -> None:
         load_settings(path)
     assert "987654321" not in str(caught.value)
     assert "4242424242" not in str(caught.value)
+
+
+def test_a_host_name_listed_twice_is_an_error_naming_both_lines(tmp_path: Path) -> None:
+    # Python keeps the last of two equal keys without a word: gpu01 at .1 would never be polled.
+    path = write(tmp_path, 'token = "t"\nservers = {\n    "gpu01": "10.0.0.1:9203",\n'
+                           '    "gpu02": "10.0.0.2:9203",\n    "gpu01": "10.0.0.3:9203",\n}\n')
+    with pytest.raises(SettingsError) as err:
+        load_settings(path)
+    assert err.value.key == "servers"
+    assert "'gpu01' is listed twice (lines 3 and 5)" in str(err.value)
+
+
+def test_servers_built_by_code_are_not_mistaken_for_repeats(tmp_path: Path) -> None:
+    path = write(tmp_path, 'token = "t"\nservers = {f"gpu{i:02d}": f"10.0.0.{i}:9203" '
+                           'for i in range(1, 4)}\nservers = {**servers, "gpu01": "10.0.0.9:1"}\n')
+    assert load_settings(path).servers["gpu01"] == "10.0.0.9:1"

@@ -154,8 +154,10 @@ def test_wrong_bearer_token_is_refused(client: FlaskClient) -> None:
         assert resp.status_code == 401, header
 
 
-def test_bearer_token_does_not_open_pages(client: FlaskClient) -> None:
-    assert client.get("/", headers=BEARER).status_code == 302
+def test_bearer_token_opens_pages_too_and_a_wrong_one_is_refused(client: FlaskClient) -> None:
+    # One rule for every route: scripts may fetch a page (or its CSV) with the token.
+    assert client.get("/", headers=BEARER).status_code == 200
+    assert client.get("/", headers={"Authorization": "Bearer nope"}).status_code == 302
 
 
 # --- CSRF ----------------------------------------------------------------------------------------
@@ -204,7 +206,7 @@ def test_login_attempts_are_limited_per_client_address(client: FlaskClient) -> N
         assert login(client, token="guess").status_code == 401
     blocked = login(client)  # even the right token: the client must wait
     assert blocked.status_code == 429
-    assert "Too many login attempts" in blocked.text
+    assert "Too many failed login attempts" in blocked.text
     assert client.get("/").status_code == 302
     # Another address is not affected.
     page = client.get("/login", environ_base={"REMOTE_ADDR": "10.9.9.9"})

@@ -22,6 +22,7 @@ from hmonitor.web.history_feature import HistoryFeature
 from hmonitor.web.hoststate import HostStateLike
 from hmonitor.web.jsonview import PollerLike
 from hmonitor.web.notes import NotesStore
+from hmonitor.web.sessions import SessionStore
 from hmonitor.web.settings import Settings, load_settings
 
 __all__ = ["HostStateLike", "PollerLike", "ReloadResult", "WebState", "create_app", "get_state"]
@@ -55,6 +56,7 @@ class WebState:
     settings: Settings
     poller: PollerLike
     notes: NotesStore
+    sessions: SessionStore
     data_dir: Path
     history: HistoryFeature | None = None
     started_poller: bool = False
@@ -84,6 +86,7 @@ class WebState:
         if self.started_poller:
             self.poller.stop()
         self.notes.close()
+        self.sessions.close()
         if self.history is not None:
             self.history.close()
 
@@ -166,15 +169,16 @@ def create_app(
 
     if poller is None:
         poller = _poller_from_settings(settings, record_round)
+    notes = NotesStore.in_dir(data_dir)
     state = WebState(
-        settings=settings, poller=poller, notes=NotesStore.in_dir(data_dir), data_dir=data_dir,
-        history=history,
+        settings=settings, poller=poller, notes=notes,
+        sessions=SessionStore(notes.path), data_dir=data_dir, history=history,
     )
     app.extensions["hmonitor"] = state
 
-    limiter = auth.init_app(app)
+    auth.init_app(app, state.sessions, settings.failed_login_limit)
     views.init_app(app)
-    api.init_app(app, limiter)
+    api.init_app(app)
     history_api.init_app(app)
     for register in blueprints or []:
         register(app)

@@ -1,7 +1,7 @@
 """The JSON API under ``/api/v1`` (documented in docs/api.md).
 
-Authentication, CSRF and the limit on wrong Bearer tokens are applied by ``auth``; every answer
-here is JSON, errors included.
+Authentication, CSRF and the limit on failed attempts are applied to every route by ``auth``'s
+gate; every answer here is JSON, errors included.
 """
 
 from __future__ import annotations
@@ -11,11 +11,10 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, jsonify, request
 from flask.typing import ResponseReturnValue
-from flask_limiter import Limiter
 from werkzeug.exceptions import HTTPException
 
 from hmonitor.web import get_state
-from hmonitor.web.auth import client_label, limit_bad_bearer
+from hmonitor.web.auth import client_label
 from hmonitor.web.jsonview import host_state_to_dict
 from hmonitor.web.notes import NoteError
 from hmonitor.web.settings import SettingsError
@@ -109,10 +108,8 @@ def _make_blueprint() -> Blueprint:
     return bp
 
 
-def init_app(app: Flask, limiter: Limiter) -> None:
-    bp = _make_blueprint()
-    limit_bad_bearer(limiter, bp)
-    app.register_blueprint(bp)
+def init_app(app: Flask) -> None:
+    app.register_blueprint(_make_blueprint())
 
     @app.errorhandler(HTTPException)
     def http_error(err: HTTPException) -> ResponseReturnValue:

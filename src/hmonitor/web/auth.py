@@ -1,9 +1,18 @@
-"""Login with the shared token, sessions, Bearer tokens for the API, CSRF and security headers.
+"""The one gate every request passes: login, sessions, Bearer tokens, CSRF, failed-attempt limit.
 
-Every request passes ``_guard`` first: the login page and static files are public; the JSON API
-takes a session or ``Authorization: Bearer <token>``; pages take a session. State-changing
-browser requests must carry the CSRF token (a Bearer request cannot be forged by another site, so
-it needs none).
+``_gate`` runs before every request, for every route and every HTTP method, unknown paths
+included; nothing is protected per blueprint, so a new route cannot forget it:
+
+* public: the login page (GET/HEAD show the form; only a POST is a login attempt) and static files;
+* everything else takes a live server-side session (``sessions.py``) or
+  ``Authorization: Bearer <token>``; without either, pages redirect to the login page and
+  ``/api/`` answers 401 JSON;
+* a wrong login or a wrong Bearer token is a failed attempt; after ``failed_login_limit`` of them
+  (default 10 a minute) from one client address, every further attempt from it, right or wrong,
+  answers 429 until the window has passed. Successful attempts never count, so people behind one
+  address do not lock each other out;
+* state-changing requests from a browser session carry the CSRF token (a Bearer request cannot
+  be forged by another site, so it needs none).
 """
 
 from __future__ import annotations
@@ -28,18 +37,18 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFError, CSRFProtect  # type: ignore[import-untyped,unused-ignore]
-from werkzeug.exceptions import TooManyRequests
+from limits import RateLimitItem, parse
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
 
 from hmonitor.web import get_state
+from hmonitor.web.sessions import Session, SessionStore
 
 SECRET_FILE = "secret.key"
-LOGIN_LIMIT = "10/minute"
-BAD_BEARER_LIMIT = "10/minute"
+DEFAULT_FAILED_LOGIN_LIMIT = "10/minute"
 _PUBLIC_ENDPOINTS = frozenset({"auth.login", "static"})
-_UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -71,29 +80,52 @@ def load_or_create_secret(secret: str | None, data_dir: Path) -> str:
     return value
 
 
+class Gate:
+    """The failed-attempt limit and the session store of one app."""
+
+    def __init__(self, sessions: SessionStore, limit: str = DEFAULT_FAILED_LOGIN_LIMIT) -> None:
+        self.sessions = sessions
+        self.limit: RateLimitItem = parse(limit)
+        self._failures = MovingWindowRateLimiter(MemoryStorage())
+
+    def blocked(self, address: str) -> bool:
+        """Whether ``address`` has used up its failed attempts for now."""
+        return not self._failures.test(self.limit, address)
+
+    def failed(self, address: str) -> None:
+        self._failures.hit(self.limit, address)
+
+
+def get_gate(app: Flask | None = None) -> Gate:
+    gate: Gate = (app or current_app).extensions["hmonitor_gate"]
+    return gate
+
+
 def is_api_request() -> bool:
     return request.path.startswith("/api/")
 
 
+def client_address() -> str:
+    return request.remote_addr or "?"
+
+
 def client_label() -> str:
     """Who made this change, for notes: the name given at login, else the client address."""
-    name = session.get("name") if not g.get("bearer") else None
-    addr = request.remote_addr or "?"
-    if name:
-        return str(name)
-    return f"API {addr}" if g.get("bearer") else addr
+    if g.get("bearer"):
+        return f"API {client_address()}"
+    live = g.get("login")
+    return live.name if live is not None and live.name else client_address()
 
 
 def _token_fingerprint() -> str:
-    """Stored in the session instead of a flag: changing the token logs every session out."""
+    """Kept with each session: a session made with another token is not valid."""
     token = get_state().settings.token.encode()
     key = str(current_app.config["SECRET_KEY"]).encode()
     return hmac.new(key, b"login:" + token, hashlib.sha256).hexdigest()
 
 
-def _has_session() -> bool:
-    stored = session.get("auth")
-    return isinstance(stored, str) and hmac.compare_digest(stored, _token_fingerprint())
+def _live_session() -> Session | None:
+    return get_gate().sessions.get(session.get("sid"), _token_fingerprint())
 
 
 def _token_matches(given: str) -> bool:
@@ -102,11 +134,12 @@ def _token_matches(given: str) -> bool:
 
 
 def _bearer_token() -> str | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
+    """The Bearer token sent, "" for a malformed Authorization header, None for none."""
+    header = request.headers.get("Authorization")
+    if header is None:
         return None
-    return value.strip()
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
 
 
 def _safe_next(target: str | None) -> str:
@@ -128,21 +161,55 @@ def _unauthorized() -> ResponseReturnValue:
     return redirect(url_for("auth.login", next=nxt))
 
 
-def _guard() -> ResponseReturnValue | None:
+def _too_many() -> ResponseReturnValue:
+    wait = f"wait up to {_window_text(get_gate().limit)}"
+    if is_api_request() or request.endpoint != "auth.login":
+        resp = jsonify(error=f"too many failed attempts from your address; {wait}")
+        resp.status_code = 429
+        return resp
+    return (
+        render_template("login.html", error=f"Too many failed login attempts from your "
+                        f"address; {wait}.", next=request.values.get("next", "")),
+        429,
+    )
+
+
+def _window_text(limit: RateLimitItem) -> str:
+    seconds = limit.get_expiry()
+    return "a minute" if seconds == 60 else f"{seconds} seconds"
+
+
+def _gate() -> ResponseReturnValue | None:
+    """Before every request: see the module docstring."""
+    gate = get_gate()
     g.bearer = False
-    if request.endpoint not in _PUBLIC_ENDPOINTS:
-        token = _bearer_token() if is_api_request() else None
-        if token is not None:
-            if not _token_matches(token):
-                g.bad_bearer = True  # counted by the limiter, like a failed login
-                return _unauthorized()
-            g.bearer = True
-        elif not _has_session():
+    g.login = None
+    if request.endpoint in _PUBLIC_ENDPOINTS:
+        if request.endpoint == "auth.login" and request.method == "POST":
+            if gate.blocked(client_address()):
+                return _too_many()
+            _check_csrf()
+        return None
+    token = _bearer_token()
+    if token is not None:
+        if gate.blocked(client_address()):
+            return _too_many()
+        if not token or not _token_matches(token):
+            gate.failed(client_address())
             return _unauthorized()
-    if request.method in _UNSAFE_METHODS and not g.bearer:
-        csrf: CSRFProtect = current_app.extensions["csrf"]
-        csrf.protect()
+        g.bearer = True
+        return None
+    g.login = _live_session()
+    if g.login is None:
+        return _unauthorized()
+    if request.method not in _SAFE_METHODS:
+        _check_csrf()
     return None
+
+
+def _check_csrf() -> None:
+    csrf: CSRFProtect = current_app.extensions["csrf"]
+    csrf.protect()
 
 
 def _security_headers(resp: Response) -> Response:
@@ -170,65 +237,45 @@ def _csrf_failed(err: CSRFError) -> ResponseReturnValue:
     )
 
 
-def _too_many(err: TooManyRequests) -> ResponseReturnValue:
-    if is_api_request():
-        return jsonify(error="too many failed attempts; wait a minute"), 429
-    return (
-        render_template(
-            "login.html", error="Too many login attempts from your address; wait a minute.",
-            next=request.args.get("next", ""),
-        ),
-        429,
-    )
-
-
-def _make_blueprint(limiter: Limiter) -> Blueprint:
+def _make_blueprint() -> Blueprint:
     bp = Blueprint("auth", __name__)
 
     @bp.route("/login", methods=["GET", "POST"])
-    @limiter.limit(LOGIN_LIMIT, methods=["POST"])
     def login() -> ResponseReturnValue:
         nxt = request.values.get("next", "")
-        if request.method == "GET":
-            if _has_session():
+        if request.method != "POST":  # GET, and HEAD with it: the form, never an attempt
+            if _live_session() is not None:
                 return redirect(_safe_next(nxt))
             return render_template("login.html", next=nxt)
         token = request.form.get("token", "")
         if not token or not _token_matches(token):
+            get_gate().failed(client_address())
             return render_template("login.html", error="Wrong token.", next=nxt), 401
+        sessions = get_gate().sessions
+        sessions.end(session.get("sid"))
         name = request.form.get("name", "").strip()[:40]
+        live = sessions.create(name=name if name.isprintable() else "",
+                               lifetime=get_state().settings.session_lifetime,
+                               token_fp=_token_fingerprint())
         session.clear()  # a fresh session (and CSRF token) after login: no session fixation
         session.permanent = True
-        session["auth"] = _token_fingerprint()
-        if name:
-            session["name"] = name
+        session["sid"] = live.sid
         return redirect(_safe_next(nxt))
 
     @bp.route("/logout", methods=["POST"])
     def logout() -> ResponseReturnValue:
+        get_gate().sessions.end(session.get("sid"))
         session.clear()
         return redirect(url_for("auth.login"))
 
     return bp
 
 
-def init_app(app: Flask) -> Limiter:
-    """Installs CSRF, the limiter, the guard and the headers; returns the limiter for the API."""
+def init_app(app: Flask, sessions: SessionStore, failed_login_limit: str) -> None:
+    """Installs CSRF, the gate and the headers."""
     CSRFProtect(app)
-    limiter = Limiter(
-        get_remote_address,
-        app=app,
-        storage_uri="memory://",
-        headers_enabled=True,
-    )
-    app.register_blueprint(_make_blueprint(limiter))
-    app.before_request(_guard)
+    app.extensions["hmonitor_gate"] = Gate(sessions, failed_login_limit)
+    app.register_blueprint(_make_blueprint())
+    app.before_request(_gate)
     app.after_request(_security_headers)
     app.register_error_handler(CSRFError, _csrf_failed)
-    app.register_error_handler(TooManyRequests, _too_many)
-    return limiter
-
-
-def limit_bad_bearer(limiter: Limiter, bp: Blueprint) -> None:
-    """Wrong Bearer tokens count like failed logins, so the API is no way around the limit."""
-    limiter.limit(BAD_BEARER_LIMIT, deduct_when=lambda _resp: bool(g.get("bad_bearer")))(bp)

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from limits import parse_many as parse_rates
+
 __all__ = ["KNOWN_KEYS", "Settings", "SettingsError", "load_settings", "split_address"]
 
 
@@ -56,6 +58,7 @@ class Settings:
     idle_util_threshold: float = 5.0
     idle_minutes: float = 120.0
     data_dir: Path | None = None
+    failed_login_limit: str = "10/minute"
 
     @property
     def tls(self) -> bool:
@@ -66,7 +69,7 @@ class Settings:
 KNOWN_KEYS: tuple[str, ...] = (
     "servers", "token", "secret", "interval", "timeout", "agent_token", "tls_ca", "tls_cert",
     "tls_key", "tls_server_name", "session_lifetime", "history_addr", "history_raw_days",
-    "history_keep_days", "idle_util_threshold", "idle_minutes", "data_dir",
+    "history_keep_days", "idle_util_threshold", "idle_minutes", "data_dir", "failed_login_limit",
 )
 
 
@@ -121,7 +124,7 @@ def load_settings(path: str | os.PathLike[str]) -> Settings:
         ) from None
     lines, imported = _scan(tree)
     namespace = _execute(file)
-    return _validate(file, namespace, lines, imported)
+    return _validate(file, namespace, lines, imported, _repeated_server_names(tree))
 
 
 def _scan(tree: ast.Module) -> tuple[dict[str, int], set[str]]:
@@ -143,6 +146,26 @@ def _scan(tree: ast.Module) -> tuple[dict[str, int], set[str]]:
                 if isinstance(sub, ast.Name):
                     lines[sub.id] = node.lineno
     return lines, imported
+
+
+def _repeated_server_names(tree: ast.Module) -> list[str]:
+    """Names written twice in a ``servers = {...}`` literal: Python keeps the last one silently,
+    so a host the admin listed would never be polled."""
+    found: list[str] = []
+    for node in tree.body:
+        if not (isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict) and any(
+                isinstance(t, ast.Name) and t.id == "servers" for t in node.targets)):
+            continue
+        first: dict[object, int] = {}
+        for key in node.value.keys:
+            if not isinstance(key, ast.Constant):
+                continue
+            if key.value in first:
+                found.append(f"{key.value!r} is listed twice (lines {first[key.value]} and "
+                             f"{key.lineno}); only the last address would be used")
+            else:
+                first[key.value] = key.lineno
+    return found
 
 
 def _execute(file: Path) -> dict[str, Any]:
@@ -200,7 +223,8 @@ def _is_number(value: Any) -> bool:
 
 
 def _validate(
-    file: Path, namespace: Mapping[str, Any], lines: Mapping[str, int], imported: set[str]
+    file: Path, namespace: Mapping[str, Any], lines: Mapping[str, int], imported: set[str],
+    repeated_servers: list[str],
 ) -> Settings:
     problems = _Problems(file, lines)
     _check_unknown_names(namespace, imported, problems)
@@ -211,6 +235,8 @@ def _validate(
     if "servers" not in namespace:
         problems.add("servers", 'missing: add servers = {"name": "host:port", ...}')
     else:
+        for problem in repeated_servers:
+            problems.add("servers", problem)
         checked = _check_servers(servers, problems)
         if checked is not None:
             values["servers"] = checked
@@ -239,6 +265,7 @@ def _validate(
     for key in ("tls_ca", "tls_cert", "tls_key"):
         _optional(namespace, key, values, problems, _file_checker(folder))
     _optional(namespace, "data_dir", values, problems, _dir_checker(folder))
+    _optional(namespace, "failed_login_limit", values, problems, _check_rate)
 
     # Keys that only make sense together.
     if ("tls_cert" in values) != ("tls_key" in values):
@@ -359,6 +386,19 @@ def _check_address(value: Any) -> str:
         split_address(text)
     except ValueError as err:
         raise ValueError(f"bad address {text!r}: {err}") from None
+    return text
+
+
+def _check_rate(value: Any) -> str:
+    text = _check_str(value)
+    try:
+        rates = parse_rates(text)
+    except ValueError:
+        rates = []
+    if len(rates) != 1:
+        raise ValueError(f"{text!r} is not one rate like '10/minute' or '20 per hour'")
+    if rates[0].amount < 1:
+        raise ValueError(f"{text!r} allows no attempt at all: nobody could log in")
     return text
 
 

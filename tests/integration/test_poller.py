@@ -24,6 +24,7 @@ import grpc.aio
 import pytest
 
 from hmonitor._pb import hm_pb2, hm_pb2_grpc
+from hmonitor.web.bounds import CUT_MARK, LIMITS
 from hmonitor.web.poller import (
     HostState,
     Poller,
@@ -489,3 +490,43 @@ def test_mutual_tls_from_settings_and_its_failures_in_words(
 )
 def test_grpc_errors_in_words(code: grpc.StatusCode, details: str, words: str) -> None:
     assert describe_rpc_error(code, details, timeout=3).startswith(words)
+
+
+def test_an_agent_answering_too_much_is_cut_to_bounds_with_the_cuts_in_words(
+    lab: Lab, pollers: list[Poller]
+) -> None:
+    # Issue 7 item 7: one agent's 50 MB GPU name made every overview 105 MB and went into history.
+    ok, _, _ = lab.agent("ok")
+    flood, servicer, _ = lab.agent("flood")
+    huge = servicer.info.gpus[0]
+    huge.name = "H" * 50_000_000
+    huge.procs.extend(hm_pb2.ProcInfo(pid=10_000 + i, uid=1000, username="u" * (i % 300),
+                                      mem=i << 20) for i in range(10_000))
+    servicer.info.disks.extend(hm_pb2.DiskInfo(mount=f"/m/{i}", total=1) for i in range(300))
+    servicer.info.err = "e" * 1_000_000
+    noisy, _, _ = lab.agent(abort=(grpc.StatusCode.INTERNAL, "x" * 100_000))
+    poller = Poller({"ok": ok, "flood": flood, "noisy": noisy}, timeout=5.0)
+    pollers.append(poller)
+
+    states = by_name(poller.poll_once())
+
+    assert states["ok"].up and states["ok"].truncated == ()
+    assert states["ok"].info == snapshot("ok")
+    got = states["flood"]
+    assert got.up and got.info is not None
+    gpu0 = got.info.gpus[0]
+    assert len(gpu0.name) == LIMITS.name and gpu0.name.endswith(CUT_MARK)
+    assert len(gpu0.procs) == LIMITS.procs
+    assert min(p.mem for p in gpu0.procs) == (10_000 - LIMITS.procs) << 20  # the biggest kept
+    assert all(len(p.username) <= LIMITS.name for p in gpu0.procs)
+    assert len(got.info.disks) == LIMITS.disks
+    assert len(got.info.err) == LIMITS.error
+    assert got.info.ByteSize() < 200_000
+    said = "\n".join(got.truncated)
+    assert "GPU name: 50,000,000 characters, cut to 128" in said
+    assert "process username: 156 values over 128 characters cut (the longest 299)" in said
+    assert "err: 1,000,000 characters, cut to 2000" in said
+    assert "GPU 0: 10,001 processes, the 256 using most memory shown" in said
+    assert "300 disks, the first 128 shown" in said
+    assert len(got.truncated) <= LIMITS.notes
+    assert not states["noisy"].up and len(states["noisy"].error) <= LIMITS.error

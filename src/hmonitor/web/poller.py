@@ -31,6 +31,7 @@ import grpc
 import grpc.aio
 
 from hmonitor._pb import hm_pb2
+from hmonitor.web.bounds import bound_host_info, bound_text
 from hmonitor.web.settings import Settings
 
 __all__ = [
@@ -70,6 +71,7 @@ class HostState:
     rtt_ms: float | None  # round trip of the last good call
     info: hm_pb2.HostInfo | None  # the last good snapshot, kept while the host is down
     polled_at: float | None  # Unix time the last attempt finished
+    truncated: tuple[str, ...] = ()  # what bounds.py cut from `info`, in words
 
 
 def default_channel_factory(
@@ -466,7 +468,9 @@ class Poller:
                 self._record(host, channel, error=error)
             else:
                 rtt_ms = (time.perf_counter() - clock) * 1000
-                self._record(host, channel, info=info, rtt_ms=rtt_ms)
+                # Before anything else sees it: pages, API and history get the bounded copy.
+                info, truncated = bound_host_info(info)
+                self._record(host, channel, info=info, rtt_ms=rtt_ms, truncated=truncated)
         except asyncio.CancelledError:
             raise
         except Exception as err:
@@ -478,7 +482,7 @@ class Poller:
 
     def _record(
         self, host: _Host, channel: grpc.aio.Channel | None, *, info: hm_pb2.HostInfo | None = None,
-        rtt_ms: float | None = None, error: str = "",
+        rtt_ms: float | None = None, error: str = "", truncated: tuple[str, ...] = (),
     ) -> None:
         now = time.time()
         with self._lock:
@@ -490,10 +494,11 @@ class Poller:
                 host.state = HostState(
                     name=host.name, address=host.address, up=True,
                     error=f"agent: {info.err}" if info.err else "", last_seen=now, rtt_ms=rtt_ms,
-                    info=info, polled_at=now,
+                    info=info, polled_at=now, truncated=truncated,
                 )
             else:
-                host.state = replace(host.state, up=False, error=error, polled_at=now)
+                # The details of a failed call are the agent's words too: bounded like its data.
+                host.state = replace(host.state, up=False, error=bound_text(error), polled_at=now)
 
     async def _close_hosts(self, hosts: list[_Host]) -> None:
         channels = []

@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import io
 import math
+import re
 import time
 from collections.abc import Iterable
 from typing import Any, cast
@@ -18,6 +19,7 @@ from hmonitor.web.history import GPU_METRICS, Agg, IdleHog
 from hmonitor.web.history_feature import DISK_WARN, USAGE_WINDOWS, Alert, HistoryFeature
 from hmonitor.web.hoststate import HostStateLike
 from hmonitor.web.owner import owner_label
+from hmonitor.web.params import BadParam, choice_param, float_param, int_param, text_param
 
 WINDOWS = {"1h": 3600.0, "24h": 86400.0, "10d": 10 * 86400.0}
 UNITS = {"util": "%", "mem": "bytes", "mem_total": "bytes", "temp": "°C", "fan": "%"}
@@ -39,11 +41,12 @@ def _csv(filename: str, header: list[str], rows: Iterable[Iterable[object]]) -> 
     writer = csv.writer(out)
     writer.writerow(header)
     writer.writerows(rows)
-    return Response(
-        out.getvalue(),
-        mimetype="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-    )
+    resp = Response(out.getvalue(), mimetype="text/csv")
+    # Host names come from settings.py and the URL: only plain characters reach the header, and
+    # werkzeug quotes it, so no name can close the quotes and forge a second filename=.
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", filename).strip("._") or "history.csv"
+    resp.headers.set("Content-Disposition", "attachment", filename=safe)
+    return resp
 
 
 def _num(value: float) -> str:
@@ -53,46 +56,38 @@ def _num(value: float) -> str:
     return f"{value:.3f}".rstrip("0").rstrip(".")
 
 
-class BadRequest(ValueError):
-    pass
+# Times as Unix seconds up to the year 4000; a window up to 100 years.
+MAX_TIME = 64_060_588_800.0
+MAX_WINDOW = 100 * 365.25 * 86400
+MAX_GPU = 2**31 - 1  # GPUInfo.id is an int32
 
 
 def _window() -> tuple[float, float]:
     """`since`/`until` (Unix seconds) or `window` (1h, 24h, 10d or seconds); default 24 h."""
-    now = time.time()
-    until = _number("until", now)
-    if "since" in request.args:
-        since = _number("since", 0.0)
+    args = request.args
+    until = float_param(args, "until", time.time(), 0.0, MAX_TIME)
+    if args.get("since"):
+        since = float_param(args, "since", 0.0, 0.0, MAX_TIME)
     else:
-        name = request.args.get("window", "24h")
-        seconds = WINDOWS.get(name) or _number("window", 0.0)
-        if seconds <= 0:
-            raise BadRequest("window must be 1h, 24h, 10d or a number of seconds")
-        since = until - seconds
+        name = args.get("window") or "24h"
+        seconds = WINDOWS.get(name)
+        if seconds is None:
+            try:
+                seconds = float_param(args, "window", 0.0, 1.0, MAX_WINDOW)
+            except BadParam:
+                raise BadParam(f"window must be {', '.join(WINDOWS)} or a number of seconds "
+                               f"from 1 to {MAX_WINDOW:.0f}") from None
+        since = max(0.0, until - seconds)
     if since >= until:
-        raise BadRequest("since must be before until")
+        raise BadParam("since must be before until")
     return since, until
 
 
-def _number(name: str, default: float) -> float:
-    text = request.args.get(name)
-    if text is None or text == "":
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        raise BadRequest(f"{name} must be a number, not {text!r}") from None
-    if not math.isfinite(value):
-        raise BadRequest(f"{name} must be finite")
-    return value
-
-
 def _gpu_arg() -> tuple[str, int]:
-    host = request.args.get("host", "")
-    gpu = request.args.get("gpu", "")
-    if not host or not gpu.isdigit():
-        raise BadRequest("host and gpu (an index) are required")
-    return host, int(gpu)
+    host = text_param(request.args, "host", required=True)
+    if not request.args.get("gpu"):
+        raise BadParam("gpu (an index) is required")
+    return host, int_param(request.args, "gpu", 0, 0, MAX_GPU)
 
 
 def _live_hosts() -> list[HostStateLike]:
@@ -197,23 +192,21 @@ def alerts_report() -> list[Alert]:
 def _make_blueprint() -> Blueprint:
     bp = Blueprint("history_api", __name__, url_prefix="/api/v1")
 
-    @bp.errorhandler(BadRequest)
-    def bad_request(err: BadRequest) -> ResponseReturnValue:
+    @bp.errorhandler(BadParam)
+    def bad_request(err: BadParam) -> ResponseReturnValue:
         return jsonify(error=str(err)), 400
 
     @bp.get("/history")
     def history() -> ResponseReturnValue:
         host, gpu = _gpu_arg()
-        metric = request.args.get("metric", "util")
-        if metric not in GPU_METRICS:
-            raise BadRequest(f"metric must be one of {', '.join(GPU_METRICS)}")
-        agg: Agg = "max" if request.args.get("agg") == "max" else "avg"
-        if request.args.get("agg", agg) != agg:
-            raise BadRequest("agg must be avg or max")
+        args = request.args
+        metric = choice_param(args, "metric", "util", GPU_METRICS)
+        agg = cast(Agg, choice_param(args, "agg", "avg", ("avg", "max")))
+        fmt = choice_param(args, "format", "json", ("json", "csv"))
         since, until = _window()
-        points = int(min(max(_number("points", 1000), 1), 1000))
+        points = int_param(args, "points", 1000, 1, 1000)
         t, v = get_history().store.series(host, gpu, metric, since, until, points, agg)
-        if request.args.get("format") == "csv":
+        if fmt == "csv":
             return _csv(
                 f"{host}_{gpu}_{metric}.csv",
                 ["time", f"{metric} ({UNITS[metric]})"],
@@ -234,10 +227,11 @@ def _make_blueprint() -> Blueprint:
     @bp.get("/history/processes")
     def process_history() -> ResponseReturnValue:
         host, gpu = _gpu_arg()
+        fmt = choice_param(request.args, "format", "json", ("json", "csv"))
         since, until = _window()
-        points = int(min(max(_number("points", 300), 1), 1000))
+        points = int_param(request.args, "points", 300, 1, 1000)
         t, users = get_history().store.process_series(host, gpu, since, until, points)
-        if request.args.get("format") == "csv":
+        if fmt == "csv":
             names = sorted(users)
             return _csv(
                 f"{host}_{gpu}_memory_by_user.csv",
@@ -250,10 +244,8 @@ def _make_blueprint() -> Blueprint:
 
     @bp.get("/sparklines")
     def sparklines() -> ResponseReturnValue:
-        name = request.args.get("window", "24h")
-        if name not in WINDOWS:
-            raise BadRequest("window must be 1h, 24h or 10d")
-        points = int(min(max(_number("points", 60), 2), 200))
+        name = choice_param(request.args, "window", "24h", list(WINDOWS))
+        points = int_param(request.args, "points", 60, 2, 200)
         lines = get_history().store.sparklines(WINDOWS[name], time.time(), points)
         return jsonify(
             window=name,

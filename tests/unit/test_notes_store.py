@@ -7,8 +7,10 @@ import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from hmonitor.web.notes import DB_NAME, MAX_NOTE, NoteError, NotesStore
+from hmonitor.web.notes import DB_NAME, MAX_NOTE, MAX_USER, NoteError, NotesStore
 
 
 @pytest.fixture
@@ -40,7 +42,13 @@ def test_notes_are_added_listed_replaced_and_removed(store: NotesStore) -> None:
         ("", "gpu01", "x", "user is required"),
         ("alice", "  ", "x", "host is required"),
         ("alice", "gpu01", "   ", "note is empty"),
-        ("al\nice", "gpu01", "x", "single line"),
+        ("al\nice", "gpu01", "x", "one line of visible characters"),
+        # Bidi override, zero-width space, line separator: "gpu01" that is not gpu01.
+        ("alice", "gpu\u202e10", "x", r"visible characters \(it has U\+202E\)"),
+        ("ali\u200bce", "gpu01", "x", r"U\+200B"),
+        ("alice", "gpu\u202801", "x", "visible characters"),
+        ("alice", "gpu01", "read \u202eevil", r"control character \(U\+202E\)"),
+        ("alice", "gpu01", "bell\x07", "control character"),
         ("alice", "gpu01", "x" * (MAX_NOTE + 1), "longer than"),
     ],
 )
@@ -101,3 +109,27 @@ def test_concurrent_writers_lose_nothing(store: NotesStore) -> None:
     for t in threads:
         t.join()
     assert len(store.notes()) == 80
+
+
+@pytest.fixture(scope="module")
+def shared_store(tmp_path_factory: pytest.TempPathFactory) -> NotesStore:
+    return NotesStore.in_dir(tmp_path_factory.mktemp("prop"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(user=st.text(max_size=80), note=st.text(max_size=60))
+def test_a_stored_key_is_one_trimmed_line_of_visible_characters(
+    shared_store: NotesStore, user: str, note: str
+) -> None:
+    try:
+        saved = shared_store.put(user, "gpu01", note)
+    except NoteError:
+        return  # refused with a reason: nothing else may escape
+    assert saved.user == user.strip() and saved.user.isprintable()
+    assert 0 < len(saved.user) <= MAX_USER
+    assert saved.note and not any(ch in saved.note for ch in "\u202a\u202b\u202c\u202d\u202e")
+
+
+def test_emoji_and_other_scripts_are_fine(store: NotesStore) -> None:
+    note = store.put("李雷", "gpu01", "训练到周五 👩\u200d🔬 — متى؟")
+    assert store.get("李雷", "gpu01") == note

@@ -175,3 +175,10 @@ def test_hosts_json_for_a_big_cluster_is_fast(tmp_path: Path) -> None:
     assert sum(len(h["info"]["gpus"]) for h in body["hosts"]) == 800
     # Target 30 ms (bench/dashboard.py); a loose bound here for shared CI machines.
     assert best < 0.3
+
+
+def test_a_body_over_the_cap_is_refused_413_in_json(client: FlaskClient) -> None:
+    resp = client.post("/api/v1/notes", headers={"Authorization": f"Bearer {TOKEN}"},
+                       json={"user": "a", "host": "b", "note": "x" * 100_000})
+    assert resp.status_code == 413
+    assert resp.json is not None and resp.json["error"]

@@ -111,3 +111,39 @@ def test_serves_with_waitress_reloads_on_sighup_and_stops_on_sigterm(tmp_path: P
             proc.wait()
         if proc.stdout:
             proc.stdout.close()
+
+
+def test_big_request_bodies_are_refused_before_they_are_read(tmp_path: Path) -> None:
+    # Issue 7 item 12: an authenticated 100 MB note was parsed before its length was checked.
+    import http.client  # noqa: PLC0415
+
+    settings = write_settings(tmp_path / "conf", {"a": f"127.0.0.1:{_free_port()}"},
+                              interval=60, history_addr=f"127.0.0.1:{_free_port()}")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hmonitor.web.cli", "--settings", str(settings),
+         "--addr", "127.0.0.1", "--port", str(port), "--data-dir", str(tmp_path / "data")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        _wait(lambda: _get(f"http://127.0.0.1:{port}/api/v1/hosts")[0] == 200, "the dashboard")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.putrequest("POST", "/api/v1/notes")
+        conn.putheader("Authorization", f"Bearer {TOKEN}")
+        conn.putheader("Content-Type", "application/json")
+        conn.putheader("Content-Length", str(100 * 1024 * 1024))
+        conn.endheaders()
+        conn.send(b'{"user": "a", "host": "b", "note": "' + b"x" * 65536)  # and no more
+        resp = conn.getresponse()
+        assert resp.status == 413
+        conn.close()
+        # Within the cap, a note is saved as usual.
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/v1/notes", method="POST",
+            data=json.dumps({"user": "a", "host": "b", "note": "x" * 2000}).encode(),
+            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as ok:
+            assert ok.status == 200
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=15)

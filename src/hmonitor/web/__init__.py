@@ -24,6 +24,7 @@ from hmonitor.web.jsonview import PollerLike
 from hmonitor.web.notes import NotesStore
 from hmonitor.web.sessions import SessionStore
 from hmonitor.web.settings import Settings, load_settings
+from hmonitor.web.storage import storage_error
 
 __all__ = ["HostStateLike", "PollerLike", "ReloadResult", "WebState", "create_app", "get_state"]
 
@@ -91,6 +92,9 @@ class WebState:
             self.history.close()
 
 
+MAX_BODY_BYTES = 64 * 1024  # the largest request body taken, by waitress and by Flask
+
+
 def get_state(app: Flask | None = None) -> WebState:
     return cast(WebState, (app or current_app).extensions["hmonitor"])
 
@@ -138,11 +142,21 @@ def create_app(
     from hmonitor.web import api, auth, history_api, views  # noqa: PLC0415
 
     data_dir = data_dir_of(settings)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise storage_error(data_dir, err) from None
+    try:
+        secret = auth.load_or_create_secret(settings.secret, data_dir)
+    except OSError as err:
+        raise storage_error(data_dir / auth.SECRET_FILE, err) from None
 
     app = Flask(__name__)
     app.config.update(
-        SECRET_KEY=auth.load_or_create_secret(settings.secret, data_dir),
+        SECRET_KEY=secret,
+        # Notes are a few KB; nothing here needs a big body, and Flask would read it whole.
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+        MAX_FORM_MEMORY_SIZE=MAX_BODY_BYTES,
         SESSION_COOKIE_NAME="hmonitor_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",

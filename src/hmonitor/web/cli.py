@@ -19,8 +19,9 @@ from types import FrameType
 
 import waitress
 
-from hmonitor.web import WebState, create_app, get_state
+from hmonitor.web import MAX_BODY_BYTES, WebState, create_app, get_state
 from hmonitor.web.settings import SettingsError, load_settings
+from hmonitor.web.storage import StorageError
 
 log = logging.getLogger("hmonitor.web")
 
@@ -90,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         app = create_app(settings)
-    except OSError as err:  # e.g. a data dir that cannot be created or written
+    except StorageError as err:  # a data file that cannot be used: one line naming it
         print(f"hmonitor-web: cannot start: {err}", file=sys.stderr)
         return 1
     state = get_state(app)
@@ -100,7 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     gc.freeze()
     try:
         server = waitress.create_server(
-            app, host=args.addr, port=args.port, threads=args.threads, ident="hmonitor"
+            app, host=args.addr, port=args.port, threads=args.threads, ident="hmonitor",
+            max_request_body_size=MAX_BODY_BYTES,
         )
     except OSError as err:
         state.close()

@@ -15,16 +15,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Blueprint, Flask, flash, redirect, render_template, request, url_for
+from flask import Blueprint, Flask, flash, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from markupsafe import Markup, escape
 
 from hmonitor._pb import hm_pb2
 from hmonitor.web import get_state
-from hmonitor.web.auth import client_label
+from hmonitor.web.auth import client_label, is_api_request
 from hmonitor.web.history_api import get_history, users_report
 from hmonitor.web.hoststate import HostStateLike
-from hmonitor.web.notes import Note, NoteError
+from hmonitor.web.notes import Note, NoteError, WriteFailed
 from hmonitor.web.owner import owner_label
 from hmonitor.web.settings import SettingsError
 
@@ -649,8 +649,17 @@ def when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else ""
 
 
+def _write_failed(err: WriteFailed) -> ResponseReturnValue:
+    """A save the disk refused (full, read-only): 507 with the one-line reason, page or API."""
+    if is_api_request():
+        return jsonify(error=f"not saved: {err}"), 507
+    return render_template("error.html", title="Not saved", message=f"Nothing was changed: "
+                           f"{err}. Pages keep working; try again once this is fixed."), 507
+
+
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
+    app.register_error_handler(WriteFailed, _write_failed)
     app.add_template_filter(when)
     app.add_template_global(gpu_rows)
     app.add_template_global(_hours, "hours")

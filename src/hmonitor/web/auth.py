@@ -46,7 +46,6 @@ from hmonitor.web import get_state
 from hmonitor.web.sessions import Session, SessionStore
 
 SECRET_FILE = "secret.key"
-DEFAULT_FAILED_LOGIN_LIMIT = "10/minute"
 _PUBLIC_ENDPOINTS = frozenset({"auth.login", "static"})
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -83,7 +82,7 @@ def load_or_create_secret(secret: str | None, data_dir: Path) -> str:
 class Gate:
     """The failed-attempt limit and the session store of one app."""
 
-    def __init__(self, sessions: SessionStore, limit: str = DEFAULT_FAILED_LOGIN_LIMIT) -> None:
+    def __init__(self, sessions: SessionStore, limit: str) -> None:
         self.sessions = sessions
         self.limit: RateLimitItem = parse(limit)
         self._failures = MovingWindowRateLimiter(MemoryStorage())

@@ -38,6 +38,9 @@ class SettingsError(Exception):
         self.line = line
 
 
+DEFAULT_FAILED_LOGIN_LIMIT = "10/minute"
+
+
 @dataclass(frozen=True)
 class Settings:
     path: Path
@@ -58,7 +61,7 @@ class Settings:
     idle_util_threshold: float = 5.0
     idle_minutes: float = 120.0
     data_dir: Path | None = None
-    failed_login_limit: str = "10/minute"
+    failed_login_limit: str = DEFAULT_FAILED_LOGIN_LIMIT
 
     @property
     def tls(self) -> bool:

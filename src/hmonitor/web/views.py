@@ -155,6 +155,7 @@ class HostView:
     gpus: list[GpuView]
     disks: list[DiskView]
     notes: list[Note]
+    truncated: tuple[str, ...] = ()  # what the poller cut from the agent's answer
     n_gpus: int = 0
     n_free: int = 0
 
@@ -313,6 +314,7 @@ def host_view(
         gpus=gpus,
         disks=[_disk_view(d) for d in info.disks] if info is not None else [],
         notes=list(notes),
+        truncated=h.truncated,
         n_gpus=len(gpus),
         n_free=sum(1 for g in gpus if g.free) if h.up else 0,
     )

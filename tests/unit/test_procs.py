@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,3 +112,57 @@ def test_fake_tree(tmp_path: Path) -> None:
     assert reader.owner(16) is None
     assert reader.owner(17) is None
     assert reader.owner(99) is None
+
+
+def test_uids_of_the_whole_uid_t_range(tmp_path: Path) -> None:
+    make_proc(tmp_path, 20, status("python3", uid=3_000_000_000))  # a container's range
+    make_proc(tmp_path, 21, status("python3", uid=(1 << 32) - 2))
+    make_proc(tmp_path, 22, status("python3", uid=1 << 32))  # no uid_t is this: unreadable
+    make_proc(tmp_path, 23, "Name:\tx\nUid:\t+5\t5\t5\t5\n")  # not how the kernel writes it
+    make_proc(tmp_path, 24, "Name:\tx\nUid:\t-1\t5\t5\t5\n")
+    reader = ProcReader(tmp_path)
+    assert reader.owner(20) == ProcOwner(uid=3_000_000_000, name="python3")
+    assert reader.owner(21) == ProcOwner(uid=(1 << 32) - 2, name="python3")
+    assert [reader.owner(pid) for pid in (22, 23, 24)] == [None, None, None]
+
+
+def test_carriage_return_in_name_cannot_fake_the_owner(tmp_path: Path) -> None:
+    # The kernel escapes "\n" and "\\" in Name but not "\r"; Name comes before Uid.
+    make_proc(tmp_path, 30, "Name:\tx\rUid:\t0\nUmask:\t0022\nUid:\t1000\t1000\t1000\t1000\n")
+    assert ProcReader(tmp_path).owner(30) == ProcOwner(uid=1000, name="x\rUid:\t0")
+
+
+_RENAME_AND_SLEEP = """
+import ctypes, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_NAME = 15
+if libc.prctl(PR_SET_NAME, sys.argv[1].encode(), 0, 0, 0) != 0:
+    sys.exit(1)
+time.sleep(30)
+"""
+
+
+def test_process_posing_as_another_user_by_its_name(
+    sleeper: list[subprocess.Popen[bytes]],
+) -> None:
+    """Any user could rename a GPU job to "x\\rUid:\\t4242" and have it charged to uid 4242."""
+    fake = "x\rUid:\t4242"
+    proc = subprocess.Popen([sys.executable, "-c", _RENAME_AND_SLEEP, fake])
+    sleeper.append(proc)
+    path = Path(f"/proc/{proc.pid}/status")
+    deadline = time.monotonic() + 10
+    while not path.read_bytes().startswith(b"Name:\tx\r"):
+        assert proc.poll() is None, "prctl failed"
+        assert time.monotonic() < deadline, "the child did not rename itself"
+        time.sleep(0.01)
+    assert ProcReader().owner(proc.pid) == ProcOwner(uid=os.getuid(), name=fake)
+
+
+def test_real_process_with_a_uid_above_2_31(sleeper: list[subprocess.Popen[bytes]]) -> None:
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        pytest.skip("needs root and setpriv to run a process as uid 3000000000")
+    ids = ["--reuid=3000000000", "--regid=3000000000", "--clear-groups"]
+    proc = subprocess.Popen([setpriv, *ids, "sleep", "30"])
+    sleeper.append(proc)
+    assert ProcReader().owner(started(proc, "sleep")) == ProcOwner(uid=3_000_000_000, name="sleep")

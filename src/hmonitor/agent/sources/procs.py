@@ -10,6 +10,7 @@ log = logging.getLogger(__name__)
 
 # The kernel keeps 15 bytes of the command name (TASK_COMM_LEN - 1).
 _COMM_LEN = 15
+_UID_MAX = (1 << 32) - 1  # uid_t is unsigned 32-bit
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,16 @@ def _unescape_comm(raw: bytes) -> bytes:
     return bytes(out)
 
 
+def _uid(field: bytes) -> int:
+    # The kernel writes a plain decimal uid_t; int() alone would also take "+5", "5_0", "-1".
+    if not (field.isdigit() and len(field) <= 10):
+        raise ValueError(f"bad uid {field!r}")
+    uid = int(field)
+    if uid > _UID_MAX:
+        raise ValueError(f"uid {uid} out of range")
+    return uid
+
+
 def _decode(raw: bytes) -> str:
     # "replace", not "surrogateescape": the name goes into a protobuf string, which must be UTF-8.
     return raw.decode("utf-8", errors="replace")
@@ -56,12 +67,14 @@ class ProcReader:
                 status = f.read()
             comm: bytes | None = None
             uid: int | None = None
-            for line in status.splitlines():
+            # Lines end at "\n" only: the kernel escapes "\n" in Name but not "\r", so a process
+            # named "x\rUid:\t0" would pose as root to bytes.splitlines().
+            for line in status.split(b"\n"):
                 key, _, value = line.partition(b":")
-                if key == b"Name":
+                if key == b"Name" and comm is None:
                     comm = _unescape_comm(value.removeprefix(b"\t"))
-                elif key == b"Uid":
-                    uid = int(value.split()[0])  # real, effective, saved, filesystem
+                elif key == b"Uid" and uid is None:
+                    uid = _uid(value.split()[0])  # real, effective, saved, filesystem
                 if comm is not None and uid is not None:
                     break
             if comm is None or uid is None:

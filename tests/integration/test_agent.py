@@ -21,6 +21,10 @@ from fakenvml import NVML_ERROR_DRIVER_NOT_LOADED, FakeGpu, FakeProc, nvml_env, 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from hmonitor._pb import hm_pb2
+from hmonitor.web.jsonview import proc_to_dict
+from hmonitor.wire import decode_uid, encode_uid, owner_label
+
 GIB = 1 << 30
 Sleeper = subprocess.Popen[bytes]
 
@@ -419,3 +423,53 @@ def test_oldest_supported_binding(run_agent: AgentFactory, sleeper: Sleeper) -> 
     (p,) = info.gpus[0].procs
     assert (info.gpus[0].utilization, p.pid, p.mem, p.utilization) == (12, sleeper.pid, 7 * GIB, 9)
     assert info.gpus[1].name.startswith("GPU lost:")
+
+
+# uids above 2^31 (a container's user namespace): issue 7 item 4.
+
+BIG_UID = 3_000_000_000
+
+
+def _assert_big_uid_owner(p: hm_pb2.ProcInfo, pid: int, basename: str) -> None:
+    assert (p.pid, p.basename) == (pid, basename)
+    assert decode_uid(p.uid) == BIG_UID and p.uid == encode_uid(BIG_UID)
+    assert owner_label(p.username, p.uid) in ("3000000000", "uid 3000000000")
+    assert proc_to_dict(p)["uid"] == BIG_UID  # what /api/v1/hosts shows
+
+
+def test_owner_above_2_31_from_a_fixture_proc(run_agent: AgentFactory, tmp_path: Path) -> None:
+    proc_root, pid = tmp_path / "proc", 4242
+    (proc_root / str(pid)).mkdir(parents=True)
+    (proc_root / str(pid) / "status").write_text(
+        f"Name:\ttrain\nUid:\t{BIG_UID}\t{BIG_UID}\t{BIG_UID}\t{BIG_UID}\n"
+    )
+    agent = run_agent(
+        [FakeGpu(procs=[FakeProc(pid, GIB)]), FakeGpu(util=3)], "--proc", str(proc_root)
+    )
+    info = agent.get_info()  # failed with "Value out of range" for every client
+    assert info.err == "" and [g.utilization for g in info.gpus] == [0, 3]
+    (p,) = info.gpus[0].procs
+    _assert_big_uid_owner(p, pid, "train")
+
+
+def test_real_process_of_uid_above_2_31(run_agent: AgentFactory) -> None:
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        pytest.skip("needs root and setpriv to run a process as uid 3000000000")
+    ids = [f"--reuid={BIG_UID}", f"--regid={BIG_UID}", "--clear-groups"]
+    proc = subprocess.Popen([setpriv, *ids, "sleep", "60"])
+    try:
+        comm = Path(f"/proc/{proc.pid}/comm")
+        deadline = time.monotonic() + 5
+        while comm.read_text().strip() != "sleep":  # setpriv has exec'd sleep
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        agent = run_agent([FakeGpu(procs=[FakeProc(proc.pid, 2 * GIB, sm_util=5)])])
+        info = agent.get_info()
+        assert info.err == ""
+        (p,) = info.gpus[0].procs
+        _assert_big_uid_owner(p, proc.pid, "sleep")
+        assert (p.mem, p.utilization) == (2 * GIB, 5)
+    finally:
+        proc.kill()
+        proc.wait()

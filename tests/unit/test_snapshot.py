@@ -6,11 +6,15 @@ import threading
 import time
 from pathlib import Path
 
+from hmonitor._pb import hm_pb2
 from hmonitor.agent.snapshot import Collector, Sources
+from hmonitor.agent.sources.accounts import ShadowExpiry
 from hmonitor.agent.sources.disks import DiskSource
 from hmonitor.agent.sources.gpu import GpuProcess, GpuReading, GpuUnavailable
 from hmonitor.agent.sources.procs import ProcReader
 from hmonitor.agent.sources.simgpu import SimulatedGpuSource
+from hmonitor.agent.sources.users import UserNames
+from hmonitor.wire import UNKNOWN_UID, decode_uid, owner_label
 
 
 class CountingGpus:
@@ -123,3 +127,52 @@ def test_long_quiet_spell_waits_for_fresh_data(tmp_path: Path) -> None:
     first = collector.snapshot()
     time.sleep(0.08)
     assert collector.snapshot() is not first and gpus.calls == 2
+
+
+class OneProcess:
+    """One GPU with one process, `pid`."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def read(self) -> list[GpuReading]:
+        return [GpuReading(index=0, name="X", processes=[GpuProcess(pid=self.pid, used_memory=9)])]
+
+    def close(self) -> None:
+        pass
+
+
+def _proc_tree(root: Path, pid: int, uid: str) -> Path:
+    (root / str(pid)).mkdir(parents=True)
+    (root / str(pid) / "status").write_text(f"Name:\tpython3\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n")
+    return root
+
+
+def _one_process_collector(tmp_path: Path, pid: int, uid: str) -> Collector:
+    mounts = tmp_path / "mounts"
+    mounts.write_text("")
+    sources = Sources(
+        gpus=OneProcess(pid),
+        disks=DiskSource(mounts),
+        procs=ProcReader(_proc_tree(tmp_path / "proc", pid, uid)),
+        users=UserNames(getent=None),  # uid 3000000000 has no name here; no subprocess
+        shadow=ShadowExpiry(tmp_path / "no-shadow"),
+    )
+    return Collector(sources)
+
+
+def test_uid_above_2_31_fits_the_int32_field(tmp_path: Path) -> None:
+    """Issue 7 item 4: a container uid broke every GetInfo with "Value out of range"."""
+    info = _one_process_collector(tmp_path, 4242, "3000000000").collect()
+    info = hm_pb2.HostInfo.FromString(info.SerializeToString())  # what the dashboard receives
+    (proc,) = info.gpus[0].procs
+    assert (proc.pid, proc.username, proc.basename) == (4242, "3000000000", "python3")
+    assert proc.uid == 3000000000 - (1 << 32)  # the Go agent's int32(uid)
+    assert decode_uid(proc.uid) == 3000000000
+    assert owner_label("", proc.uid) == "uid 3000000000"
+
+
+def test_impossible_uid_in_proc_is_an_unknown_owner(tmp_path: Path) -> None:
+    info = _one_process_collector(tmp_path, 4243, "4294967296").collect()
+    (proc,) = info.gpus[0].procs
+    assert (proc.uid, proc.username, info.err) == (UNKNOWN_UID, "", "")

@@ -22,6 +22,7 @@ from hmonitor.agent.sources.disks import DiskScan, DiskSource
 from hmonitor.agent.sources.gpu import GpuReading, GpuSource, GpuUnavailable
 from hmonitor.agent.sources.procs import ProcReader
 from hmonitor.agent.sources.users import UserNames
+from hmonitor.wire import UNKNOWN_UID, encode_uid
 
 log = logging.getLogger(__name__)
 
@@ -146,14 +147,14 @@ class Collector:
                 if owner is None:
                     # Exited between NVML's listing and our lookup, or hidden from us (another
                     # PID namespace): still shown, with what NVML told us.
-                    uid, name, basename, expiration = -1, "", "", 0
+                    uid, name, basename, expiration = UNKNOWN_UID, "", "", 0
                 else:
                     uid, basename = owner.uid, owner.name
                     name = self._src.users.name(uid)
                     expiration = self._src.shadow.expiration(name)
             msg.procs.add(
                 pid=proc.pid,
-                uid=uid,
+                uid=encode_uid(uid),  # uids above 2^31 (containers) overflow a plain int32
                 username=name,
                 basename=basename,
                 expiration=expiration,

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from hmonitor._pb import hm_pb2
 from hmonitor.web.hoststate import HostStateLike
+from hmonitor.wire import decode_uid
 
 
 class PollerLike(Protocol):
@@ -30,7 +31,7 @@ class PollerLike(Protocol):
 def proc_to_dict(p: hm_pb2.ProcInfo) -> dict[str, Any]:
     return {
         "pid": p.pid,
-        "uid": p.uid,
+        "uid": decode_uid(p.uid),  # the real uid, not its int32 wire form
         "username": p.username,
         "basename": p.basename,
         "expiration": p.expiration,

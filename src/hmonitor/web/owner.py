@@ -1,11 +1,8 @@
-"""One name for a process owner everywhere (overview, users page, history, API)."""
+"""The owner label lives in ``hmonitor.wire`` (the agent's uid encoding is part of the rule);
+re-exported here for the web modules that import it from this place."""
 
 from __future__ import annotations
 
+from hmonitor.wire import owner_label
 
-def owner_label(username: str, uid: int) -> str:
-    """The username; an owner without one (no passwd entry, a container's uid) by uid, never
-    hidden; "unknown" when the agent could not look the process up at all (uid -1)."""
-    if username:
-        return username
-    return f"uid {uid}" if uid >= 0 else "unknown"
+__all__ = ["owner_label"]

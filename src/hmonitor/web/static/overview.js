@@ -77,7 +77,7 @@
   }
 
   function userLabel(p) {
-    return p.username || "uid " + p.uid;
+    return p.username || (p.uid >= 0 ? "uid " + p.uid : "unknown"); // as wire.owner_label
   }
 
   function isLost(g) {

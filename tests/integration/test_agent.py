@@ -249,8 +249,9 @@ def _denied(call: Callable[[], object]) -> grpc.StatusCode | None:
     ("allow", "ok_from", "denied_from"),
     [
         ("127.0.0.1/32", "127.0.0.1", "::1"),
-        ("::1/128", "::1", "127.0.0.1"),
+        ("::1/128", "::1", "127.0.0.1"),  # ::1 and 127.0.0.1 are different addresses
         ("10.0.0.0/8, ::1", "::1", "127.0.0.1"),
+        ("::ffff:127.0.0.0/104", "127.0.0.1", "::1"),  # IPv4-mapped: IPv4 clients match
     ],
 )
 def test_allow_list(run_agent: AgentFactory, allow: str, ok_from: str, denied_from: str) -> None:
@@ -283,6 +284,19 @@ def test_allow_list(run_agent: AgentFactory, allow: str, ok_from: str, denied_fr
         _denied(lambda: agent.get_info(target(denied_from)))
     time.sleep(0.2)
     assert agent.output().count("not in the allow-list") == 1
+
+
+@pytest.mark.parametrize("host", ["::", "127.0.0.1"])  # dual-stack socket, IPv4-only socket
+def test_ipv6_entries_admit_ipv4_clients_on_any_socket(run_agent: AgentFactory, host: str) -> None:
+    agent = run_agent([FakeGpu()], "--allow", "::ffff:127.0.0.1/128", host=host)
+    assert len(agent.get_info(f"127.0.0.1:{agent.port}").gpus) == 1
+    everyone = run_agent([FakeGpu()], "--allow", "::/0", host=host)
+    assert len(everyone.get_info(f"127.0.0.1:{everyone.port}").gpus) == 1
+    if host == "::":
+        assert len(everyone.get_info(f"[::1]:{everyone.port}").gpus) == 1
+        assert _denied(lambda: agent.get_info(f"[::1]:{agent.port}")) == (
+            grpc.StatusCode.PERMISSION_DENIED
+        )
 
 
 def test_token(run_agent: AgentFactory) -> None:

@@ -41,3 +41,27 @@ def test_allow_list_decides_per_address() -> None:
     assert allow.allows("ipv6:[::1]:1")
     assert not allow.allows("ipv4:11.0.0.1:1")
     assert not allow.allows("unix:/x")
+
+
+@pytest.mark.parametrize(
+    ("allow", "peer", "admitted"),
+    [
+        # IPv4-mapped entries match IPv4 clients, whichever socket family they came in on.
+        ("::ffff:10.0.0.0/104", "ipv4:10.9.8.7:1", True),
+        ("::ffff:10.0.0.0/104", "ipv6:%5B::ffff:10.9.8.7%5D:1", True),
+        ("::ffff:10.0.0.0/104", "ipv4:11.0.0.1:1", False),
+        ("::ffff:10.1.2.3", "ipv4:10.1.2.3:1", True),
+        ("::/0", "ipv4:203.0.113.9:1", True),
+        ("::/0", "ipv6:%5B::ffff:203.0.113.9%5D:1", True),
+        ("::/0", "ipv6:%5B2001:db8::1%5D:1", True),
+        # ::1 and 127.0.0.1 are different addresses.
+        ("::1/128", "ipv4:127.0.0.1:1", False),
+        ("::1/128", "ipv6:%5B::ffff:127.0.0.1%5D:1", False),
+        ("127.0.0.1/32", "ipv6:[::1]:1", False),
+        # An IPv4 entry never admits IPv6 clients.
+        ("0.0.0.0/0", "ipv6:[2001:db8::1]:1", False),
+    ],
+)
+def test_ipv6_entries_and_ipv4_clients(allow: str, peer: str, admitted: bool) -> None:
+    """Issue 7 item 11: "::ffff:10.0.0.0/104" was accepted but never matched anyone."""
+    assert AllowList(parse_allow(allow)).allows(peer) is admitted

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 SERVICE_NAME = hm_pb2.DESCRIPTOR.services_by_name["HostMonitor"].full_name
+_MAPPED_PREFIX = 0xFFFF << 32  # ::ffff:0:0/96, IPv4-mapped IPv6 addresses
 
 
 def parse_allow(text: str) -> list[Network]:
@@ -56,6 +57,20 @@ def peer_address(peer: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | N
     return addr
 
 
+def admits(net: Network, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether `net` holds the client `addr` (as peer_address gives it: IPv4 clients as IPv4).
+
+    An IPv4 client is also its IPv4-mapped IPv6 address (::ffff:a.b.c.d), which is how a
+    dual-stack socket sees it, so "::ffff:10.0.0.0/104" and "::/0" admit it whatever the
+    socket. ::1 and 127.0.0.1 stay different addresses.
+    """
+    if addr in net:
+        return True
+    if isinstance(addr, ipaddress.IPv4Address) and isinstance(net, ipaddress.IPv6Network):
+        return ipaddress.IPv6Address(_MAPPED_PREFIX | int(addr)) in net
+    return False
+
+
 class AllowList:
     """Decides per peer; logs each rejected address at most once a minute with a count."""
 
@@ -67,7 +82,7 @@ class AllowList:
 
     def allows(self, peer: str) -> bool:
         addr = peer_address(peer)
-        ok = addr is not None and any(addr in net for net in self.networks)
+        ok = addr is not None and any(admits(net, addr) for net in self.networks)
         if not ok:
             self._note_rejection(str(addr) if addr is not None else peer)
         return ok

@@ -22,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from hmonitor._pb import hm_pb2
+from hmonitor.agent import cli as agent_cli
 from hmonitor.web.jsonview import proc_to_dict
 from hmonitor.wire import decode_uid, encode_uid, owner_label
 
@@ -437,6 +438,126 @@ def test_oldest_supported_binding(run_agent: AgentFactory, sleeper: Sleeper) -> 
     (p,) = info.gpus[0].procs
     assert (info.gpus[0].utilization, p.pid, p.mem, p.utilization) == (12, sleeper.pid, 7 * GIB, 9)
     assert info.gpus[1].name.startswith("GPU lost:")
+
+
+# Configuration errors: one line on stderr naming what to fix, exit 2, before any bind.
+
+_AGENT_VARS = ("GOHM_ALLOW", "GOHM_TOKEN", "GOHM_TOKEN_FILE", "GOHM_TLS_CERT", "GOHM_TLS_KEY",
+               "GOHM_TLS_CLIENT_CA")
+
+
+def _main_error(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    env: dict[str, str],
+) -> str:
+    """Run the agent's main() in this process; it must refuse to start. Its stderr line."""
+    for name in _AGENT_VARS:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert agent_cli.main(["--addr", "127.0.0.1:1", *args]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("hmonitor: ") and err.count("\n") == 1, err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("content", "args_env"),
+    [
+        ("", "flag"),
+        (" \n\t\n", "flag"),
+        ("", "env"),
+        ("\n", "env"),
+    ],
+)
+def test_blank_token_file_is_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    content: str,
+    args_env: str,
+) -> None:
+    """Issue 7 item 3: an empty token file turned token checking off, silently."""
+    token = tmp_path / "token"
+    token.write_text(content)
+    args, env = (["--token-file", str(token)], {}) if args_env == "flag" else (
+        [], {"GOHM_TOKEN_FILE": str(token)}
+    )
+    err = _main_error(monkeypatch, capsys, args, env)
+    assert f"the token file {token} is empty" in err and "write the token" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "names"),
+    [
+        ([], {"GOHM_TOKEN": "  "}, "GOHM_TOKEN is set but empty"),
+        ([], {"GOHM_TOKEN": ""}, "GOHM_TOKEN is set but empty"),
+        ([], {"GOHM_TOKEN_FILE": ""}, "GOHM_TOKEN_FILE is set but empty"),
+        (["--token-file", ""], {}, "--token-file is empty"),
+        ([], {"GOHM_TLS_CERT": "", "GOHM_TLS_KEY": ""}, "GOHM_TLS_CERT is set but empty"),
+        ([], {"GOHM_TLS_CLIENT_CA": " "}, "GOHM_TLS_CLIENT_CA is set but empty"),
+        ([], {"GOHM_ALLOW": ""}, "GOHM_ALLOW is set but empty: unset it for the default"),
+        ([], {"GOHM_ALLOW": " , "}, "GOHM_ALLOW is set but empty: unset it for the default"),
+        ([], {"GOHM_ALLOW": ",,"}, "GOHM_ALLOW is set but empty"),
+        (["--allow", ""], {}, "--allow is empty: leave it out for the default 127.0.0.1/32"),
+        ([], {"GOHM_ALLOW": "10.0.0.0/33"}, "GOHM_ALLOW: bad entry '10.0.0.0/33'"),
+    ],
+)
+def test_blank_security_settings_are_errors(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    env: dict[str, str],
+    names: str,
+) -> None:
+    """Set but blank never quietly means "no token", "no TLS" or "the default allow-list"."""
+    assert names in _main_error(monkeypatch, capsys, args, env)
+
+
+def test_token_file_that_is_a_directory(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    err = _main_error(monkeypatch, capsys, ["--token-file", str(tmp_path)], {})
+    assert err == f"hmonitor: cannot read the token file {tmp_path}: Is a directory\n"
+
+
+def test_unreadable_token_file_is_one_line(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    token.chmod(0o600)
+    cmd = [sys.executable, "-m", "hmonitor.agent", "--token-file", str(token)]
+    if os.geteuid() == 0:  # root reads anything: be nobody, who cannot
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("needs setpriv to drop root")
+        tmp_path.chmod(0o755)
+        cmd = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
+    else:
+        token.chmod(0)
+    out = subprocess.run(  # noqa: PLW1510 - the exit code is what we assert
+        cmd,
+        env={k: v for k, v in os.environ.items() if k not in _AGENT_VARS},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (out.returncode, out.stdout) == (2, "")
+    assert out.stderr == f"hmonitor: cannot read the token file {token}: Permission denied\n"
+
+
+def test_spec_cron_line_with_other_variables_empty(
+    run_agent: AgentFactory, tmp_path: Path
+) -> None:
+    """`GOHM_ADDR=... GOHM_ALLOW=10.1.2.3/32 hmonitor` works; an empty non-security variable
+    still means its default (the host's name as id, the default filesystem types...)."""
+    empty = dict.fromkeys(
+        ("GOHM_ID", "GOHM_IP_PREFIX", "GOHM_FSTYPES", "GOHM_SIMULATE", "GOHM_LOG_LEVEL"), ""
+    )
+    agent = run_agent([FakeGpu(util=7)], env={"GOHM_ALLOW": "10.1.2.3/32,127.0.0.1", **empty})
+    info = agent.get_info()
+    assert info.id == info.hostname and [g.utilization for g in info.gpus] == [7]
 
 
 # uids above 2^31 (a container's user namespace): issue 7 item 4.

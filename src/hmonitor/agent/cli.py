@@ -36,8 +36,20 @@ STOP_DEADLINE_S = 5.0
 
 
 def _env(name: str, default: str | None = None) -> str | None:
+    """A setting where "set but empty" may mean "unset": the default is as safe as any value
+    (address, id, IP prefix, filesystem types, simulation, shadow path, log level)."""
     value = os.environ.get(name)
     return value if value not in (None, "") else default
+
+
+def _strict_env(name: str, fix: str) -> str | None:
+    """A security setting: unset means off or the default, but set and blank is a mistake
+    (`GOHM_TOKEN=$(cat missing-file)`, a template never filled in) and must not quietly mean
+    "no token", "no TLS" or "the default allow-list"."""
+    value = os.environ.get(name)
+    if value is not None and not value.strip():
+        raise ValueError(f"{name} is set but empty: {fix}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,9 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a(
         "--allow",
-        default=_env("GOHM_ALLOW", DEFAULT_ALLOW),
         help="comma-separated CIDRs allowed to connect, IPv4 and IPv6 [env GOHM_ALLOW, "
-        "default %(default)s]",
+        f"default {DEFAULT_ALLOW}]",
     )
     a("--id", default=_env("GOHM_ID"), help="HostInfo.id [env GOHM_ID, default: the hostname]")
     a(
@@ -67,20 +78,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="report the last address starting with this prefix, e.g. '10.' [env GOHM_IP_PREFIX; "
         "default: the address of the default route]",
     )
+    # Security settings: no parser default; main() takes their GOHM_* variables through
+    # _strict_env, so a set-but-empty one is a clear error instead of a crash here.
     a(
         "--token-file",
-        type=Path,
-        default=_env("GOHM_TOKEN_FILE"),
         help="file holding a shared token that clients must send in RequestInfo.token "
         "[env GOHM_TOKEN_FILE; GOHM_TOKEN may hold the token itself]",
     )
-    a("--tls-cert", type=Path, default=_env("GOHM_TLS_CERT"), help="serve TLS with this cert (PEM)")
-    a("--tls-key", type=Path, default=_env("GOHM_TLS_KEY"), help="the cert's private key (PEM)")
+    a("--tls-cert", help="serve TLS with this cert (PEM) [env GOHM_TLS_CERT]")
+    a("--tls-key", help="the cert's private key (PEM) [env GOHM_TLS_KEY]")
     a(
         "--tls-client-ca",
-        type=Path,
-        default=_env("GOHM_TLS_CLIENT_CA"),
-        help="require client certificates signed by this CA (mutual TLS)",
+        help="require client certificates signed by this CA (mutual TLS) [env GOHM_TLS_CLIENT_CA]",
     )
     a(
         "--shadow",
@@ -110,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     a(
         "--simulate",
         type=int,
-        default=int(_env("GOHM_SIMULATE", "0") or 0),
+        # A string default goes through type=int too: a bad GOHM_SIMULATE is argparse's usage
+        # error (exit 2), not a traceback.
+        default=_env("GOHM_SIMULATE", "0"),
         metavar="N",
         help="serve N simulated GPUs instead of NVML (demo without a GPU) [env GOHM_SIMULATE]",
     )
@@ -138,23 +149,83 @@ def _port_taken(addr: str) -> bool:
     return False
 
 
+def _allow(args: argparse.Namespace) -> srv.AllowList:
+    """The allow-list from --allow, else GOHM_ALLOW, else the default; empty is an error."""
+    if args.allow is not None:
+        source, text = "--allow", args.allow
+        empty = f"--allow is empty: leave it out for the default {DEFAULT_ALLOW}, or list CIDRs"
+    else:
+        source, text = "GOHM_ALLOW", os.environ.get("GOHM_ALLOW", DEFAULT_ALLOW)
+        empty = (
+            f"GOHM_ALLOW is set but empty: unset it for the default {DEFAULT_ALLOW}, or list "
+            "CIDRs (GOHM_ALLOW=10.1.2.3/32,fd00::/8)"
+        )
+    if not text.replace(",", "").strip():
+        raise ValueError(empty)
+    try:
+        return srv.AllowList(srv.parse_allow(text))
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from None
+
+
+def _setting(args: argparse.Namespace, attr: str, flag: str, env: str, fix: str) -> str | None:
+    """A security flag's value, else its variable's; blank either way is an error."""
+    value: str | None = getattr(args, attr)
+    if value is None:
+        return _strict_env(env, f"unset it {fix}")
+    if not value.strip():
+        raise ValueError(f"{flag} is empty: leave it out {fix}")
+    return value
+
+
+def _read(what: str, path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as err:
+        raise ValueError(f"cannot read the {what} {path}: {err.strerror or err}") from None
+
+
 def _token(args: argparse.Namespace) -> str:
-    if args.token_file is not None:
-        return str(args.token_file.read_text().strip())
-    return _env("GOHM_TOKEN", "") or ""
+    """The token clients must send; "" (no token) only when none is configured at all."""
+    path = _setting(
+        args, "token_file", "--token-file", "GOHM_TOKEN_FILE", "to run without a token file"
+    )
+    if path is not None:
+        raw = _read("token file", path)
+        try:
+            token = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise ValueError(f"the token file {path} is not UTF-8 text") from None
+        if not token:
+            raise ValueError(
+                f"the token file {path} is empty: write the token into it, or leave out "
+                "--token-file/GOHM_TOKEN_FILE to run without a token"
+            )
+        return token
+    return _strict_env("GOHM_TOKEN", "set it to the token, or unset it to run without one") or ""
 
 
 def _tls(args: argparse.Namespace) -> srv.TlsFiles | None:
-    if args.tls_cert is None and args.tls_key is None:
-        if args.tls_client_ca is not None:
+    without = "to serve without TLS"
+    cert = _setting(args, "tls_cert", "--tls-cert", "GOHM_TLS_CERT", without)
+    key = _setting(args, "tls_key", "--tls-key", "GOHM_TLS_KEY", without)
+    client_ca = _setting(
+        args,
+        "tls_client_ca",
+        "--tls-client-ca",
+        "GOHM_TLS_CLIENT_CA",
+        "to accept clients without certificates",
+    )
+    if cert is None and key is None:
+        if client_ca is not None:
             raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
         return None
-    if args.tls_cert is None or args.tls_key is None:
+    if cert is None or key is None:
         raise ValueError("TLS needs both --tls-cert and --tls-key")
     return srv.TlsFiles(
-        cert=args.tls_cert.read_bytes(),
-        key=args.tls_key.read_bytes(),
-        client_ca=args.tls_client_ca.read_bytes() if args.tls_client_ca else None,
+        cert=_read("TLS certificate", cert),
+        key=_read("TLS key", key),
+        client_ca=_read("client CA", client_ca) if client_ca is not None else None,
     )
 
 
@@ -185,14 +256,17 @@ def build_collector(args: argparse.Namespace) -> Collector:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s hmonitor[%(process)d] %(levelname)s %(name)s: %(message)s",
-    )
     try:
-        allow = srv.AllowList(srv.parse_allow(args.allow))
-        tls, token = _tls(args), _token(args)
-    except (ValueError, OSError) as err:
+        logging.basicConfig(
+            level=args.log_level.upper(),
+            format="%(asctime)s hmonitor[%(process)d] %(levelname)s %(name)s: %(message)s",
+        )
+    except ValueError as err:  # an unknown level name
+        print(f"hmonitor: --log-level/GOHM_LOG_LEVEL: {err}", file=sys.stderr)
+        return 2
+    try:
+        allow, tls, token = _allow(args), _tls(args), _token(args)
+    except ValueError as err:  # every configuration problem: one line, naming what to fix
         print(f"hmonitor: {err}", file=sys.stderr)
         return 2
     if _port_taken(args.addr):
@@ -241,6 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     server.stop(grace=1.0).wait()
     collector.close()
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -516,6 +516,19 @@ def test_blank_security_settings_are_errors(
     assert names in _main_error(monkeypatch, capsys, args, env)
 
 
+def test_bad_simulate_or_log_level_variable_is_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("GOHM_LOG_LEVEL", "chatty")
+    err = _main_error(monkeypatch, capsys, [], {})
+    assert err == "hmonitor: --log-level/GOHM_LOG_LEVEL: Unknown level: 'CHATTY'\n"
+    monkeypatch.setenv("GOHM_SIMULATE", "four")
+    with pytest.raises(SystemExit) as exited:  # argparse's usage error
+        agent_cli.main(["--addr", "127.0.0.1:1"])
+    assert exited.value.code == 2
+    assert "argument --simulate: invalid int value: 'four'" in capsys.readouterr().err
+
+
 def test_token_file_that_is_a_directory(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -521,7 +521,7 @@ def test_bad_simulate_or_log_level_variable_is_not_a_traceback(
 ) -> None:
     monkeypatch.setenv("GOHM_LOG_LEVEL", "chatty")
     err = _main_error(monkeypatch, capsys, [], {})
-    assert err == "hmonitor: --log-level/GOHM_LOG_LEVEL: Unknown level: 'CHATTY'\n"
+    assert err == "hmonitor: --log-level/GOHM_LOG_LEVEL: unknown level 'chatty'\n"
     monkeypatch.setenv("GOHM_SIMULATE", "four")
     with pytest.raises(SystemExit) as exited:  # argparse's usage error
         agent_cli.main(["--addr", "127.0.0.1:1"])

@@ -256,14 +256,15 @@ def build_collector(args: argparse.Namespace) -> Collector:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        logging.basicConfig(
-            level=args.log_level.upper(),
-            format="%(asctime)s hmonitor[%(process)d] %(levelname)s %(name)s: %(message)s",
-        )
-    except ValueError as err:  # an unknown level name
-        print(f"hmonitor: --log-level/GOHM_LOG_LEVEL: {err}", file=sys.stderr)
+    level = logging.getLevelName(args.log_level.upper())  # the number, or "Level X" if unknown
+    if not isinstance(level, int):
+        bad = f"--log-level/GOHM_LOG_LEVEL: unknown level {args.log_level!r}"
+        print(f"hmonitor: {bad}", file=sys.stderr)
         return 2
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s hmonitor[%(process)d] %(levelname)s %(name)s: %(message)s",
+    )
     try:
         allow, tls, token = _allow(args), _tls(args), _token(args)
     except ValueError as err:  # every configuration problem: one line, naming what to fix

@@ -20,6 +20,8 @@ NEVER = 1
 EXPIRED_AT_EPOCH = 2
 
 _SECONDS_PER_DAY = 86400
+_UINT64_MAX = (1 << 64) - 1
+_MAX_DAYS_DIGITS = len(str(_UINT64_MAX // _SECONDS_PER_DAY))
 _EXPIRE_FIELD = 7  # name:password:lastchg:min:max:warn:inactive:expire:reserved
 
 
@@ -33,14 +35,20 @@ def _parse_expire(raw: str) -> int | None:
         return NEVER
     if not (raw.isascii() and raw.isdigit()):
         return None
-    days = int(raw)
+    digits = raw.lstrip("0") or "0"
+    # ProcInfo.expiration is uint64: a larger value would fail the whole reply. The length
+    # check first also keeps int() under Python's limit on digits.
+    if len(digits) > _MAX_DAYS_DIGITS or int(digits) * _SECONDS_PER_DAY > _UINT64_MAX:
+        return None
+    days = int(digits)
     return days * _SECONDS_PER_DAY if days > 0 else EXPIRED_AT_EPOCH
 
 
 def parse_shadow(text: str) -> dict[str, int]:
     """Map each username in shadow(5) text to its expiration; bad lines are skipped."""
     result: dict[str, int] = {}
-    for line in text.splitlines():
+    # "\n" only, as getspent(3): str.splitlines() also splits at \f, \x1c, \x85, U+2028...
+    for line in text.split("\n"):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue

@@ -16,6 +16,7 @@ DEFAULT_FSTYPES: frozenset[str] = frozenset({"ext2", "ext3", "ext4", "xfs", "btr
 
 # The kernel writes space, tab, newline and backslash in mount fields as \ooo.
 _OCTAL_ESCAPE = re.compile(rb"\\([0-7]{3})")
+_FIELD_SEP = re.compile(r"[ \t]+")
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,10 @@ def _unescape(text: str) -> str:
 def parse_mounts(text: str) -> list[MountEntry]:
     """Parse /proc/mounts (fstab format); lines with fewer than three fields are skipped."""
     entries: list[MountEntry] = []
-    for line in text.splitlines():
-        fields = line.split()
+    # The kernel escapes only space, tab, newline and backslash, so fields end at those alone:
+    # str.split() would also cut a mount point at U+00A0, \x1c, \x85 ... and lose the rest.
+    for line in text.split("\n"):
+        fields = _FIELD_SEP.split(line.strip(" \t"))
         if len(fields) < 3 or fields[0].startswith("#"):
             continue
         entries.append(MountEntry(_unescape(fields[0]), _unescape(fields[1]), fields[2]))
@@ -156,14 +159,11 @@ class DiskSource:
                     errors.append(f"statvfs {entry.mount}: {_describe(call.error)}")
                     continue
                 st = call.result
-                disks.append(
-                    DiskUsage(
-                        device=entry.device,
-                        mount=entry.mount,
-                        used=(st.f_blocks - st.f_bfree) * st.f_frsize,
-                        total=st.f_blocks * st.f_frsize,
-                    )
-                )
+                total = st.f_blocks * st.f_frsize
+                # Clamped: a filesystem that reports more free blocks than blocks must not
+                # make a negative uint64 and fail the whole reply.
+                used = max(0, (st.f_blocks - st.f_bfree) * st.f_frsize)
+                disks.append(DiskUsage(entry.device, entry.mount, used=used, total=total))
             # Forget stuck calls for mounts that are gone from the table and have since ended.
             mounted = {entry.mount for entry in entries}
             for mount in [m for m, c in self._hung.items() if m not in mounted and c.done.is_set()]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 import socket
 from collections.abc import Mapping
 
@@ -14,6 +15,7 @@ log = logging.getLogger(__name__)
 
 _KERNEL_HOSTNAME = "/proc/sys/kernel/hostname"
 _RTF_UP = 0x0001
+_FIELD_SEP = re.compile(r"[ \t]+")
 
 
 def hostname() -> str:
@@ -37,14 +39,17 @@ def default_route_interface(route_path: str | os.PathLike[str] = "/proc/net/rout
     """Interface of the IPv4 default route that is up, lowest metric first; None if none."""
     try:
         with open(route_path, encoding="utf-8", errors="replace") as f:
-            lines = f.read().splitlines()
+            # "\n" and tab/space only, as the kernel writes it: str.splitlines() and str.split()
+            # would also cut an interface name at U+0085 or U+2028 (names may hold any
+            # non-space byte but "/" and ":").
+            lines = f.read().split("\n")
     except OSError as exc:
         log.debug("cannot read %s: %s", os.fspath(route_path), exc)
         return None
     best: tuple[int, str] | None = None
     # Columns: Iface Destination Gateway Flags RefCnt Use Metric Mask MTU Window IRTT
     for line in lines[1:]:
-        fields = line.split()
+        fields = _FIELD_SEP.split(line.strip(" \t"))
         if len(fields) < 8:
             continue
         iface, destination, flags, metric, mask = (

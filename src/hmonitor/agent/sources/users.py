@@ -102,8 +102,14 @@ class UserNames:
             return None
         if proc.returncode != 0:
             return None  # 2: no such user
-        for line in proc.stdout.decode("utf-8", errors="replace").splitlines():
-            fields = line.split(":")
-            if len(fields) >= 3 and fields[0] and fields[2].strip() == str(uid):
-                return fields[0]
-        return None
+        return name_from_passwd(proc.stdout, uid)
+
+
+def name_from_passwd(output: bytes, uid: int) -> str | None:
+    """The name of the first passwd(5) line in `output` whose uid field is `uid`."""
+    # "\n" only, as passwd(5): bytes.splitlines() would also end a line at "\r".
+    for line in output.decode("utf-8", errors="replace").split("\n"):
+        fields = line.split(":")
+        if len(fields) >= 3 and fields[0] and fields[2].strip() == str(uid):
+            return fields[0]
+    return None

@@ -99,26 +99,35 @@ def test_sees_the_hosts_and_the_down_host_in_red(
     assert watch.problems == []
 
 
+def served_text(pg: Any, dashboard: Dashboard, host: str) -> str:
+    """The text of a host's panel as the server renders it, spaces removed."""
+    server_html = pg.request.get(dashboard.url + "/").text()
+    served = re.search(rf'<article class="host up" data-host="{host}">.*?</article>',
+                       server_html, re.S)
+    assert served is not None
+    words = re.sub(r"<[^>]+>", " ", served.group(0))
+    return "".join(words.replace("&lt;", "<").replace("&gt;", ">").split())
+
+
+def live_text(pg: Any, host: str) -> str:
+    """The same panel as overview.js rebuilt it, less what overview-history.js adds to the
+    rows (sparklines, their column, and badges)."""
+    live = pg.locator(f"article[data-host='{host}']").evaluate(
+        "el => { const c = el.cloneNode(true);"
+        " c.querySelectorAll('.hogb').forEach(n => n.remove());"
+        " c.querySelectorAll('.gpus :is(th, td):nth-child(8)')"
+        ".forEach(n => n.replaceChildren());"
+        " return c.textContent; }")
+    return "".join(str(live).split())
+
+
 def test_live_page_matches_the_server_rendered_one_and_follows_the_agents(
     page: tuple[Any, Watch], dashboard: Dashboard
 ) -> None:
     pg, watch = page
     # overview.js rebuilt the panels from the API; they must read as the server's did.
-    server_html = pg.request.get(dashboard.url + "/").text()
     for host in ("gpu-a", "gpu-b"):
-        served = re.search(rf'<article class="host up" data-host="{host}">.*?</article>',
-                           server_html, re.S)
-        assert served is not None
-        served_text = " ".join(re.sub(r"<[^>]+>", " ", served.group(0)).split())
-        served_text = served_text.replace("&lt;", "<").replace("&gt;", ">")
-        # Less what overview-history.js adds to the rows: sparklines (their column) and badges.
-        live = pg.locator(f"article[data-host='{host}']").evaluate(
-            "el => { const c = el.cloneNode(true);"
-            " c.querySelectorAll('.hogb').forEach(n => n.remove());"
-            " c.querySelectorAll('.gpus :is(th, td):nth-child(8)')"
-            ".forEach(n => n.replaceChildren());"
-            " return c.textContent; }")
-        assert " ".join(str(live).split()).replace(" ", "") == served_text.replace(" ", "")
+        assert live_text(pg, host) == served_text(pg, dashboard, host)
 
     # A new job on gpu-a appears without a reload.
     pg.evaluate("window.__marker = 1")
@@ -129,6 +138,28 @@ def test_live_page_matches_the_server_rendered_one_and_follows_the_agents(
     expect(pg.locator("article[data-host='gpu-a']")).to_contain_text("zoe", timeout=20_000)
     assert pg.evaluate("window.__marker") == 1, "the page must not have reloaded"
     dashboard.agents["gpu-a"].info = snapshot_a()
+    assert watch.problems == []
+
+
+def test_an_agent_sending_too_much_is_shown_cut_and_marked_truncated(
+    page: tuple[Any, Watch], dashboard: Dashboard
+) -> None:
+    pg, watch = page
+    flood = snapshot_b()
+    flood.gpus[0].name = "NVIDIA " + "H" * 5_000_000
+    flood.gpus[1].procs.extend(_proc(f"u{i}", 5000 + i, 0.1) for i in range(1000))
+    dashboard.agents["gpu-b"].info = flood
+    try:
+        panel = pg.locator("article[data-host='gpu-b']")
+        expect(panel.locator(".tag.cut")).to_have_text("truncated", timeout=20_000)
+        said = text(pg, "article[data-host='gpu-b'] p.cut")
+        assert "GPU name: 5,000,007 characters, cut to 128" in said
+        assert "GPU 1: 1,001 processes, the 256 using most memory shown" in said
+        assert live_text(pg, "gpu-b") == served_text(pg, dashboard, "gpu-b")
+        assert len(pg.request.get(dashboard.url + "/").body()) < 200_000
+    finally:
+        dashboard.agents["gpu-b"].info = snapshot_b()
+    expect(pg.locator("article[data-host='gpu-b'] .tag.cut")).to_have_count(0, timeout=20_000)
     assert watch.problems == []
 
 

@@ -77,5 +77,6 @@ def host_state_to_dict(h: HostStateLike) -> dict[str, Any]:
         "last_seen": h.last_seen,
         "rtt_ms": h.rtt_ms,
         "polled_at": h.polled_at,
+        "truncated": list(h.truncated),  # what the poller cut from the agent's answer
         "info": host_info_to_dict(h.info) if h.info is not None else None,
     }

@@ -168,6 +168,7 @@
         };
       }) : [],
       notes: (notesByHost[h.name] || []).map(function (n) { return [n.user, n.note]; }),
+      truncated: h.truncated || [],
       nGpus: gpus.length,
       nFree: h.up ? gpus.filter(function (g) { return g.free; }).length : 0,
     };
@@ -262,12 +263,17 @@
       el("span", "state", v.up ? "up" : "down"),
       el("h2", null, v.name),
       v.simulated ? el("span", "tag", "simulated") : null,
+      v.truncated.length ? el("span", "tag cut", "truncated") : null,
       el("span", "meta", meta),
       v.up ? el("span", "freec" + (v.nFree ? " some" : ""), v.nFree + "/" + v.nGpus + " free") : null);
     var panel = el("article", "host " + (v.up ? "up" : "down"), head);
     panel.dataset.host = v.name;
     if (v.error) {
       panel.append(el("p", "err", v.error + (v.up ? "" : " \u00b7 " + v.seen)));
+    }
+    if (v.truncated.length) {
+      panel.append(el("p", "cut", "The agent sent more than the dashboard keeps: " +
+        v.truncated.join("; ") + "."));
     }
     if (v.notes.length) {
       var list = el("ul", "notes");

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
-from hmonitor.web.settings import Settings, SettingsError, load_settings
+from hmonitor.web.settings import (
+    KNOWN_KEYS,
+    Settings,
+    SettingsError,
+    load_settings,
+    split_address,
+)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "settings"
 
@@ -263,3 +272,56 @@ def test_servers_built_by_code_are_not_mistaken_for_repeats(tmp_path: Path) -> N
     path = write(tmp_path, 'token = "t"\nservers = {f"gpu{i:02d}": f"10.0.0.{i}:9203" '
                            'for i in range(1, 4)}\nservers = {**servers, "gpu01": "10.0.0.9:1"}\n')
     assert load_settings(path).servers["gpu01"] == "10.0.0.9:1"
+
+
+_ANY = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner,
+                                                               max_size=3),
+    max_leaves=6,
+)
+def _mostly(usual: st.SearchStrategy[object], odd: st.SearchStrategy[object]
+            ) -> st.SearchStrategy[object]:
+    """``usual`` three times in four (one_of would weigh every branch of ``odd`` alike)."""
+    return st.integers(0, 3).flatmap(lambda i: usual if i else odd)
+
+
+_ADDRESS = st.one_of(
+    st.from_regex(r"\A[a-z0-9.-]{1,20}:[0-9]{1,6}\Z"),
+    st.from_regex(r"\A[a-z0-9.-]{1,20}:[0-9]{1,4}\Z"),
+    st.from_regex(r"\A\[[0-9a-f:]{2,20}\]:[0-9]{1,5}\Z"),
+    st.text(max_size=30),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    servers=_mostly(
+        st.dictionaries(st.from_regex(r"\A[a-z][a-z0-9-]{0,10}\Z"), _ADDRESS, min_size=1,
+                        max_size=4),
+        st.dictionaries(st.text(max_size=12), _ADDRESS, max_size=4) | _ANY),
+    keys=st.dictionaries(st.sampled_from(KNOWN_KEYS[1:]),
+                         _mostly(st.floats(0.01, 1e6) | st.integers(1, 100), _ANY), max_size=2),
+)
+def test_any_settings_file_loads_or_names_its_bad_key(
+    tmp_path_factory: pytest.TempPathFactory, servers: object, keys: dict[str, object]
+) -> None:
+    folder = tmp_path_factory.mktemp("prop")
+    # repr() writes non-finite floats as inf and nan: names the file must define.
+    text = f"from math import inf, nan\nservers = {servers!r}\ntoken = 't'\n" + "".join(
+        f"{k} = {v!r}\n" for k, v in keys.items())
+    path = write(folder, text)
+    try:
+        loaded = load_settings(path)
+    except SettingsError as err:
+        # One message naming the file and, for each problem, the key.
+        assert str(path) in str(err) and err.key is not None, str(err)
+        assert err.key in {"servers", *keys, "tls_cert", "tls_key"}, str(err)
+        return
+    event("loaded")
+    assert loaded.servers and all(split_address(a) for a in loaded.servers.values())
+    assert loaded.token.strip()
+    for name in ("interval", "timeout", "session_lifetime", "history_raw_days"):
+        value = getattr(loaded, name)
+        assert value > 0 and math.isfinite(value)
+    assert 0 <= loaded.idle_util_threshold <= 100

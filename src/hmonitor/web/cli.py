@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import gc
 import logging
+import resource
 import signal
 import sys
 import threading
@@ -24,6 +25,24 @@ from hmonitor.web.settings import SettingsError, load_settings
 from hmonitor.web.storage import StorageError
 
 log = logging.getLogger("hmonitor.web")
+
+
+CONNECTION_LIMIT = 1000
+
+
+def raise_open_file_limit() -> int:
+    """The soft limit on open files raised to the hard one: a channel per agent plus a socket
+    per browser connection outgrow the usual soft limit of 1024. Returns the limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as err:
+            log.warning("cannot raise the open-file limit from %d: %s", soft, err)
+            return soft
+        return target
+    return soft
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -88,6 +107,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.data_dir:
         settings = dataclasses.replace(settings, data_dir=Path(args.data_dir).absolute())
+    files = raise_open_file_limit()
+    if files < 2 * len(settings.servers) + CONNECTION_LIMIT:
+        log.warning("only %d open files allowed: %d agents and %d web connections may not fit"
+                    " (raise LimitNOFILE / ulimit -n)", files, len(settings.servers),
+                    CONNECTION_LIMIT)
 
     try:
         app = create_app(settings)
@@ -103,6 +127,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         server = waitress.create_server(
             app, host=args.addr, port=args.port, threads=args.threads, ident="hmonitor",
             max_request_body_size=MAX_BODY_BYTES,
+            # poll(), not select(): one gRPC channel per agent pushes socket numbers past
+            # select()'s limit of 1023 in a big lab, and select() then fails on every loop.
+            asyncore_use_poll=True,
+            # A lab's browsers (up to 6 connections each) and scripts; waitress's default of
+            # 100 counts its own sockets too and left the 99th client waiting for ever.
+            connection_limit=CONNECTION_LIMIT,
         )
     except OSError as err:
         state.close()

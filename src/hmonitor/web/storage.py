@@ -73,6 +73,17 @@ def describe(path: Path, err: BaseException) -> tuple[str, str]:
         return (f"cannot be written ({os.strerror(err.errno)})",
                 f"give the dashboard's user write access to {folder}, or use another --data-dir")
     if code in (_CANTOPEN, _PERM) or "unable to open" in text:
+        # Most specific first: SQLite says only "unable to open" for all of these.
+        if not folder.is_dir():
+            return ("cannot be created (its folder does not exist)",
+                    f"create {folder}, or point --data-dir elsewhere")
+        if _read_only_fs(folder):
+            return ("cannot be written (read-only file system)",
+                    f"remount the file system holding {folder} read-write, or use another"
+                    " --data-dir")
+        if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+            return ("cannot be opened (permission denied)",
+                    f"give the dashboard's user read and write access to {path}")
         if not os.access(folder, os.W_OK):
             return ("cannot be created or opened (its folder is not writable)",
                     f"give the dashboard's user write access to {folder}, or use another"
@@ -82,6 +93,13 @@ def describe(path: Path, err: BaseException) -> tuple[str, str]:
     if code == _IOERR or isinstance(err, OSError):
         return f"input/output error ({text})", f"check the disk holding {folder}"
     return f"unusable ({type(err).__name__}: {text})", "move it aside or restore it from a backup"
+
+
+def _read_only_fs(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def storage_error(path: Path, err: BaseException) -> StorageError:

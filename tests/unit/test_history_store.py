@@ -20,6 +20,7 @@ import pytest
 
 from hmonitor._pb import hm_pb2
 from hmonitor.web.history import SqliteHistory, UsageTotals, _codec
+from hmonitor.web.storage import StorageError
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -87,7 +88,7 @@ def test_new_file_is_wal_with_a_schema_version(tmp_path: Path) -> None:
     open_store(tmp_path).close()
     conn = db(tmp_path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
@@ -95,7 +96,7 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     conn = db(tmp_path)
     conn.execute("PRAGMA user_version = 99")
     conn.close()
-    with pytest.raises(RuntimeError, match="newer"):
+    with pytest.raises(StorageError, match=r"history\.db: was written by a newer hmonitor"):
         open_store(tmp_path)
 
 
@@ -180,9 +181,14 @@ def test_rollups_count_every_sample_once_however_maintain_is_called(tmp_path: Pa
     # Partial work with a zero budget, then the rest: nothing is repeated or skipped.
     s.maintain(T0 + 3 * 3600 + 5, budget_s=0)
     s.maintain(T0 + 3 * 3600 + 5)
-    # The latest minute stays open; everything before it is in every level.
+    # The latest minute stays open; everything before it is in the 1-minute level, and
+    # everything before the last whole 10 minutes of that in the coarser levels.
     rolled = n - 6
-    assert level_counts(tmp_path) == {60_000: rolled, 600_000: rolled, 3_600_000: rolled}
+    marks = dict(db(tmp_path).execute("SELECT k, v FROM meta"))
+    assert marks["roll_wm"] == (T0 + 3 * 3600 - 60) * 1000
+    assert marks["coarse_wm"] == (T0 + 3 * 3600 - 600) * 1000
+    folded = n - 60
+    assert level_counts(tmp_path) == {60_000: rolled, 600_000: folded, 3_600_000: folded}
     # Each level's buckets hold the averages and maxima of their raw samples.
     for lvl in (60_000, 600_000, 3_600_000):
         rows = db(tmp_path).execute(
@@ -199,6 +205,9 @@ def test_rollups_count_every_sample_once_however_maintain_is_called(tmp_path: Pa
     assert v[:2] == [29.5, 29.5]
     assert t[:2] == [T0 + 1800, T0 + 5400]
     assert s.series("a", 0, "util", T0, T0 + 200 * DAY, 4800, agg="max")[1][:2] == [59, 59]
+    # The last hour comes from its hour bucket (50 minutes so far), 1-minute buckets and raw
+    # samples: each sample once, so the average is still that of minutes 0-59.
+    assert v[2] == 29.5 and len(v) == 3
     # A 3-day window reads the minute buckets: 2 h per point.
     _, v = s.series("a", 0, "mem", T0, T0 + 3 * DAY, max_points=36)
     assert v[0] == pytest.approx(29.5 * MIB)

@@ -1,4 +1,4 @@
--- hmonitor history, schema version 1 (PRAGMA user_version; store.py sets it and migrates).
+-- hmonitor history, schema version 2 (PRAGMA user_version; store.py sets it and migrates).
 --
 -- Times are integer Unix milliseconds. Memory is in bytes in raw data and in MiB in rollups.
 -- Three layers:
@@ -6,9 +6,10 @@
 --           (a round touches a handful of pages, not one per GPU);
 --   chunk   older raw samples, one compressed blob per series and 10-minute slice (_codec.py);
 --   *_roll  bucket sums and maxima at 1 min / 10 min / 1 h (lvl = bucket length in ms), filled
---           incrementally from the head; avg = sum / n.
+--           incrementally from the head; avg = sum / n. Watermarks in meta: roll_wm (the
+--           1-minute level is complete before it), coarse_wm (the 10-minute and 1-hour levels
+--           are), chunk_wm (chunks hold every raw sample before it).
 -- live_* tables hold what the idle-process rule needs, so readers in other connections see it.
-
 CREATE TABLE meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL) WITHOUT ROWID;
 
 CREATE TABLE host (hid INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
@@ -44,13 +45,24 @@ CREATE TABLE h_gpu (
     temp INTEGER NOT NULL, fan INTEGER NOT NULL,
     PRIMARY KEY (t, gid)
 ) WITHOUT ROWID;
--- dt: as in h_host; share: this process's part of the GPU in accounting, 1 / (users on the GPU
--- x this user's processes on it). Both are kept for the rollup only, not in chunks.
 CREATE TABLE h_proc (
     t INTEGER NOT NULL, gid INTEGER NOT NULL, pid INTEGER NOT NULL,
     uid INTEGER NOT NULL, bid INTEGER NOT NULL, mem INTEGER NOT NULL, util INTEGER NOT NULL,
-    dt INTEGER NOT NULL, share REAL NOT NULL,
     PRIMARY KEY (t, gid, pid)
+) WITHOUT ROWID;
+-- What accounting needs, summed by ingest so that rolling up never reads the process rows
+-- (100,000 of them a round in a big cluster). h_user, per round and user: GPU-seconds (a GPU
+-- shared by k users counts 1/k for each; each sample counts the time since its host's previous
+-- one, capped) and GiB-seconds; deleted once rolled up. h_gpu_user, per 10-minute stretch (t is
+-- its start), GPU and user: memory in MiB summed over the stretch's samples (each round adds
+-- to it); deleted once folded into gpu_user_roll.
+CREATE TABLE h_user (
+    t INTEGER NOT NULL, uid INTEGER NOT NULL, gpu_s REAL NOT NULL, gib_s REAL NOT NULL,
+    PRIMARY KEY (t, uid)
+) WITHOUT ROWID;
+CREATE TABLE h_gpu_user (
+    t INTEGER NOT NULL, gid INTEGER NOT NULL, uid INTEGER NOT NULL, mem INTEGER NOT NULL,
+    PRIMARY KEY (t, gid, uid)
 ) WITHOUT ROWID;
 CREATE TABLE h_disk (
     t INTEGER NOT NULL, did INTEGER NOT NULL, used INTEGER NOT NULL, total INTEGER NOT NULL,
@@ -78,6 +90,8 @@ CREATE TABLE host_roll (
     up_sum INTEGER NOT NULL, rtt_sum INTEGER NOT NULL, rtt_max INTEGER NOT NULL,
     PRIMARY KEY (lvl, hid, t)
 ) WITHOUT ROWID;
+-- disk_roll rows at lvl 60000 are staging, never read: minutes waiting to be folded into the
+-- hour level.
 CREATE TABLE disk_roll (
     lvl INTEGER NOT NULL, did INTEGER NOT NULL, t INTEGER NOT NULL, n INTEGER NOT NULL,
     used_sum INTEGER NOT NULL, used_max INTEGER NOT NULL, total INTEGER NOT NULL,

@@ -2,17 +2,42 @@
 
 Layout (details in schema.sql):
 
-* **head**: each round appends its raw rows (time-first keys, so a round writes a few pages);
+* **head**: each round appends its raw rows (time-first keys, so a round writes a few pages),
+  and what accounting needs of it, already summed per user and per GPU and user;
+* **rollups**: `maintain` folds every closed minute of the head into 1-minute buckets, then every
+  10-minute stretch of those into 10-minute and 1-hour buckets (sum, count and max per metric,
+  plus per-user GPU-seconds and GiB-seconds), so long windows are answered from a few rows and
+  nothing is rolled up twice: one watermark per step, advanced in the same transaction as the
+  work it covers;
 * **chunks**: `maintain` moves closed 10-minute slices of the head into one compressed blob per
-  series (a GPU-sample costs a few bytes there), kept `raw_days`;
-* **rollups**: `maintain` folds every closed minute of the head into 1-minute, 10-minute and
-  1-hour buckets (sum, count and max per metric, plus per-user GPU-seconds and GiB-seconds) as
-  it goes, so long windows are answered from a few rows and nothing is rolled up twice: one
-  watermark per step, advanced in the same transaction as the work it covers.
+  series, kept `raw_days`.
 
 Queries pick the resolution from the window (`series`: raw up to ~10 samples per point, then the
 finest bucket level that keeps the work small) and stitch coarser levels in where the finer one
-has been deleted. Windows are half-open: [since, until).
+has been deleted, finer ones where the coarser one is not filled yet. Windows are half-open:
+[since, until).
+
+Maintenance is done in pieces, each one short transaction bounded by rows, not by time: a piece
+rolls up at most about `_ROLL_ROWS` head rows (but at least one minute), folds one 10-minute
+stretch (one row per GPU, host, user and GPU-user pair), compacts the series of one slice whose
+rows add up to about `_COMPACT_ROWS` (at least one series), or deletes at most `_RETAIN_ROWS`
+aged-out rows. A `maintain` call takes one piece of each kind of work that is due in turn
+(roll-up, compaction, retention) until its budget is spent, so no kind starves another however
+big the rounds are; `done` is False while work is left, and the caller comes back sooner.
+
+Size bound, measured by bench/history.py (1,000 hosts x 8 GPUs x 12-13 processes = 100,000
+processes a round at 10 s, on 2 cores, maintenance as `HistoryFeature` schedules it):
+
+* the head never holds more than the open 10-minute slice plus about 5 minutes of rounds
+  (at most ~15 minutes: ~50 bytes per process-row, so ~450 MB at 100,000 processes; its
+  pages are reused once compacted, so the file does not grow by it);
+* a compacted process-sample costs about 1.5 bytes in chunks, a GPU-sample about 2.5 bytes;
+* rollups cost about 60 bytes per GPU-minute while the 1-minute level is kept (`minute_days`),
+  plus per-user and per-GPU-user rows.
+
+So the file holds about: head + raw_days x samples a day x bytes each + the rollups. A lab of 100
+hosts x 8 GPUs with ~1,500 processes at 10 s: ~1.5 GB with the defaults (10 raw days, 30 days of
+1-minute buckets). See README.md, "History".
 
 Concurrency: one writer (the poller thread calls `ingest` and `maintain`), any number of readers;
 each reading thread gets its own connection and reads one consistent snapshot per call (WAL).
@@ -29,7 +54,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
 from importlib import resources
 from itertools import groupby
 from operator import itemgetter
@@ -38,17 +62,20 @@ from typing import Literal, Protocol, TypeVar
 
 from hmonitor.web.hoststate import HostSample
 from hmonitor.web.owner import owner_label
+from hmonitor.web.storage import StorageError, storage_error
 
 from . import _codec
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIB = 1 << 20
 GIB = 1 << 30
+_HALF_MIB = 1 << 19  # bytes -> MiB rounds to nearest
 _I64_MAX = (1 << 63) - 1  # SQLite integers are signed; a garbage uint64 must not abort a round
+_MAX_NAME = 1024  # longer names (hosts, users, programs, mounts) are cut: an agent's garbage
 
 # Bucket lengths in milliseconds; a rollup row's `lvl` is its bucket length.
 MINUTE = 60_000
@@ -66,6 +93,13 @@ GPU_USER_LEVELS = (TEN_MINUTES, HOUR)
 _OVERSAMPLE = 10
 _FEW_ROWS = 20_000
 
+# Maintenance pieces (one transaction each). Sized so a piece takes about 0.1-0.3 s on one core
+# of a small server (bench/history.py): the write lock is never held for long, and a budget is
+# overrun by at most one piece.
+_ROLL_ROWS = 100_000  # head rows rolled up per piece (at least one minute of rounds)
+_COMPACT_ROWS = 50_000  # head rows compacted per piece (at least one series' slice)
+_RETAIN_ROWS = 50_000  # aged-out rows deleted per piece
+
 _K_HOST, _K_GPU, _K_PROC, _K_DISK = 0, 1, 2, 3
 # Per chunk kind: head table, key column, the other columns (the blob's columns), blob order.
 _LAYOUT: dict[int, tuple[str, str, str, str]] = {
@@ -75,6 +109,9 @@ _LAYOUT: dict[int, tuple[str, str, str, str]] = {
     _K_PROC: ("h_proc", "gid", "t, pid, uid, bid, mem, util", "gid, pid, t"),
     _K_DISK: ("h_disk", "did", "t, used, total", "did, t"),
 }
+_KINDS = tuple(_LAYOUT)  # compaction order within a slice
+_KEY_TABLE = {_K_HOST: ("host", "hid"), _K_GPU: ("gpu", "gid"), _K_PROC: ("gpu", "gid"),
+              _K_DISK: ("disk", "did")}
 
 GpuMetric = Literal["util", "mem", "mem_total", "temp", "fan"]
 GPU_METRICS: tuple[str, ...] = ("util", "mem", "mem_total", "temp", "fan")
@@ -106,6 +143,10 @@ class MaintainReport:
     deleted_rows: int
     seconds: float
     done: bool  # False when the time budget ran out with work left (call again)
+    pieces: int = 0  # transactions taken
+    longest_s: float = 0.0  # the longest of them: the longest the write lock was held
+    compacted_rows: int = 0  # head rows moved into chunks (slices finish over several calls)
+    kind_seconds: tuple[float, float, float] = (0.0, 0.0, 0.0)  # roll-up, compaction, retention
 
 
 class HistoryStore(Protocol):
@@ -181,9 +222,11 @@ _DISK_SPECS: dict[str, _Metric] = {
 class _Snap:
     """Watermarks read at the start of a read transaction."""
 
-    roll_wm: int | None  # rollups cover everything before this
-    chunk_wm: int | None  # chunks hold everything before this; the head the rest
-    raw_floor: int | None  # raw samples before this are gone (never above roll_wm)
+    roll_wm: int | None  # the 1-minute level covers everything before this
+    coarse_wm: int | None  # the 10-minute and 1-hour levels do (never above roll_wm)
+    chunk_wm: int | None  # chunks hold everything before this; the head the rest...
+    chunk_hi: int | None  # ...except a slice being compacted: chunks may hold samples up to here
+    raw_floor: int | None  # raw samples before this are gone (never above coarse_wm)
     floors: dict[int, int]  # per rollup level: buckets ending at or before this are gone
 
 
@@ -197,6 +240,17 @@ def _ceil_to(t: int, step: int) -> int:
 
 def _ms(t: float) -> int:
     return round(t * 1000)
+
+
+def _clean(name: str) -> str:
+    """A name as stored: at most _MAX_NAME characters, valid UTF-8 (lone surrogates replaced)."""
+    if len(name) > _MAX_NAME:
+        name = name[: _MAX_NAME - 1] + "…"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        name = name.encode("utf-8", "replace").decode("utf-8")
+    return name
 
 
 def _push(stack: list[list[int]], t: int, util: int) -> None:
@@ -228,10 +282,19 @@ def _load_stack(text: str) -> list[list[int]]:
     return [[int(x) for x in item.split(",")] for item in text.split(";")] if text else []
 
 
-# (t, gid, pid, uid, bid, mem, util, dt, share): see h_proc in schema.sql
+# What `_bulk_append` takes for a process: (t, gid, pid, uid, bid, mem, util, dt, share), dt as
+# in h_host and share = 1 / (users on the GPU x this user's processes on it), for accounting.
 _ProcRow = tuple[int, int, int, int, int, int, int, int, float]
+# Head rows, as in schema.sql.
+_HostRow = tuple[int, int, int, int, int]
+_GpuRow = tuple[int, int, int, int, int, int, int]
+_HeadProc = tuple[int, int, int, int, int, int, int]
+_DiskRow = tuple[int, int, int, int]
+_UserRow = tuple[int, int, float, float]
+_GpuUserRow = tuple[int, int, int, int]
 
-# Upserts that add a SELECT's buckets into the rollup rows (partial buckets grow).
+# Upserts that add a SELECT's buckets into the rollup rows (partial buckets grow). A SELECT
+# feeding an upsert needs a WHERE clause (SQLite's parser), hence the "WHERE 1" in some.
 _GPU_ROLL = (
     "INSERT INTO gpu_roll {src} ON CONFLICT (lvl, gid, t) DO UPDATE SET n = n + excluded.n,"
     " util_sum = util_sum + excluded.util_sum, util_max = max(util_max, excluded.util_max),"
@@ -245,10 +308,37 @@ _HOST_ROLL = (
     " up_sum = up_sum + excluded.up_sum, rtt_sum = rtt_sum + excluded.rtt_sum,"
     " rtt_max = max(rtt_max, excluded.rtt_max)"
 )
+_DISK_ROLL = (
+    "INSERT INTO disk_roll {src} ON CONFLICT (lvl, did, t) DO UPDATE SET n = n + excluded.n,"
+    " used_sum = used_sum + excluded.used_sum, used_max = max(used_max, excluded.used_max),"
+    " total = max(total, excluded.total)"
+)
 _USER_ROLL = (
     "INSERT INTO user_roll {src} ON CONFLICT (lvl, t, uid) DO UPDATE"
     " SET gpu_s = gpu_s + excluded.gpu_s, gib_s = gib_s + excluded.gib_s"
 )
+_GPU_USER_ROLL = (
+    "INSERT INTO gpu_user_roll {src} ON CONFLICT (lvl, gid, t, uid) DO UPDATE"
+    " SET mem_sum = mem_sum + excluded.mem_sum"
+)
+
+# Schema version 1 -> 2: the process rows lose dt and share (ingest sums accounting per user and
+# per GPU and user instead, into h_user and h_gpu_user), and the coarse levels get their own
+# watermark. What version 1 had not rolled up yet is summed from its process rows.
+_MIGRATE_2 = (
+    "INSERT INTO h_user SELECT t, uid, SUM(dt * share) / 1000.0,"
+    " SUM(mem * (dt / 1000.0)) / 1073741824.0 FROM h_proc WHERE t >= :wm GROUP BY t, uid",
+    "INSERT INTO h_gpu_user SELECT t - t % 600000, gid, uid, SUM((mem + 524288) >> 20)"
+    " FROM h_proc WHERE t >= :wm GROUP BY 1, gid, uid",
+    "CREATE TABLE h_proc_2 (t INTEGER NOT NULL, gid INTEGER NOT NULL, pid INTEGER NOT NULL,"
+    " uid INTEGER NOT NULL, bid INTEGER NOT NULL, mem INTEGER NOT NULL, util INTEGER NOT NULL,"
+    " PRIMARY KEY (t, gid, pid)) WITHOUT ROWID",
+    "INSERT INTO h_proc_2 SELECT t, gid, pid, uid, bid, mem, util FROM h_proc",
+    "DROP TABLE h_proc",
+    "ALTER TABLE h_proc_2 RENAME TO h_proc",
+)
+
+
 def _schema_statements() -> list[str]:
     text = resources.files(__package__).joinpath("schema.sql").read_text(encoding="utf-8")
     statements, buf = [], ""
@@ -260,6 +350,17 @@ def _schema_statements() -> list[str]:
             statements.append(buf.strip())
             buf = ""
     return statements
+
+
+@dataclass
+class _Piece:
+    """What one maintenance piece did."""
+
+    units: int = 0  # minutes rolled, slices finished or rows deleted
+    more: bool = False  # it did something: there may be more of its kind
+    seconds: float = 0.0  # its transaction(s)
+    transactions: int = 0
+    rows: int = 0  # head rows compacted
 
 
 class SqliteHistory:
@@ -276,6 +377,8 @@ class SqliteHistory:
         ten_minute_days: float = 90,
         interval: float = 10,
     ) -> None:
+        """Open (or create) the history at `path`; a file that cannot be used raises
+        `StorageError`, one line naming it and what to do."""
         for label, value in (("raw_days", raw_days), ("keep_days", keep_days),
                              ("minute_days", minute_days), ("ten_minute_days", ten_minute_days),
                              ("interval", interval)):
@@ -284,7 +387,7 @@ class SqliteHistory:
         if disk_interval < 0:
             raise ValueError(f"disk_interval must not be negative, not {disk_interval!r}")
         self._path = Path(path)
-        self._interval_ms = _ms(interval)
+        self._interval_ms = max(1, _ms(interval))
         self._cap_ms = 3 * self._interval_ms  # a longer gap between samples counts as this much
         self._disk_ms = _ms(disk_interval)
         # Every level is also bounded by keep_days.
@@ -299,12 +402,23 @@ class SqliteHistory:
         self._rlock = threading.Lock()
         self._readers: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._closed = False
-        self._w = self._connect(readonly=False)
+        self._stale = False  # the writer's caches could not be reloaded after a failure
+        # Maintenance state kept in memory only (a restart recomputes it).
+        self._bounds: dict[tuple[int, int], list[int]] = {}  # (kind, slice) -> piece key limits
+        self._stacks_as_of: int | None = None  # live_gpu holds stacks as of this (None: unknown)
+        self._retain_next: int | None = None  # next retention target in this call's pass
+        self._retain_cuts: dict[int, int] = {}
+        try:
+            self._w = self._connect(readonly=False)
+        except (sqlite3.Error, OSError) as err:
+            raise storage_error(self._path, err) from err
         try:
             self._init_schema()
             self._load_state()
-        except BaseException:
+        except BaseException as err:
             self._w.close()
+            if isinstance(err, sqlite3.Error | OSError):
+                raise storage_error(self._path, err) from err
             raise
 
     # ---------------------------------------------------------------- connections and state
@@ -313,15 +427,22 @@ class SqliteHistory:
         conn = sqlite3.connect(
             self._path, timeout=30, isolation_level=None, check_same_thread=False
         )
-        conn.execute("PRAGMA busy_timeout = 30000")
-        if readonly:
-            conn.execute("PRAGMA query_only = ON")
-        else:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")  # WAL: a kill -9 loses nothing committed
-            conn.execute("PRAGMA journal_size_limit = 67108864")
-        conn.execute("PRAGMA cache_size = -32768")
-        conn.execute("PRAGMA temp_store = MEMORY")
+        try:
+            conn.execute("PRAGMA busy_timeout = 30000")
+            if readonly:
+                conn.execute("PRAGMA query_only = ON")
+            else:
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":  # e.g. read-only: SQLite keeps the old mode
+                    raise sqlite3.OperationalError("attempt to write a readonly database")
+                # WAL: a kill -9 loses nothing committed.
+                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.execute("PRAGMA journal_size_limit = 67108864")
+            conn.execute("PRAGMA cache_size = -32768")
+            conn.execute("PRAGMA temp_store = MEMORY")
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def _init_schema(self) -> None:
@@ -332,46 +453,80 @@ class SqliteHistory:
             if version == 0:
                 for statement in _schema_statements():
                     w.execute(statement)
-                w.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             elif version > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"{self._path}: history schema {version} is newer than this program's "
-                    f"({SCHEMA_VERSION})"
+                raise StorageError(
+                    self._path,
+                    f"was written by a newer hmonitor (history schema {version}; this one reads"
+                    f" up to {SCHEMA_VERSION})",
+                    "upgrade hmonitor, or move the file aside to start a new history",
                 )
-            # Migrations from older versions go here, one step per version.
+            if version == 1:
+                self._migrate_2()
+            w.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             w.execute("COMMIT")
         except BaseException:
-            w.execute("ROLLBACK")
+            self._rollback()
             raise
+
+    def _migrate_2(self) -> None:
+        w = self._w
+        new = {s.split()[2]: s for s in _schema_statements() if s.startswith("CREATE TABLE")}
+        w.execute(new["h_user"])
+        w.execute(new["h_gpu_user"])
+        wm = self._meta(w, "roll_wm")
+        for statement in _MIGRATE_2:
+            w.execute(statement, {"wm": -1 if wm is None else wm} if ":wm" in statement else ())
+        if wm is not None:
+            # Version 1 kept every level complete up to roll_wm.
+            self._set_meta(w, "coarse_wm", wm)
+
+    def _rollback(self) -> None:
+        """Roll back whatever is open; a failing rollback must not hide the first error."""
+        if self._w.in_transaction:
+            try:
+                self._w.execute("ROLLBACK")
+            except sqlite3.Error as err:
+                log.debug("history: rollback failed: %s", err)
 
     def _load_state(self) -> None:
         """Writer caches, from the database (at open, and after a failed transaction)."""
         w = self._w
-        self._hosts: dict[str, int] = dict(w.execute("SELECT name, hid FROM host"))
-        self._gpus: dict[tuple[int, int], tuple[int, str]] = {
+        hosts: dict[str, int] = dict(w.execute("SELECT name, hid FROM host"))
+        gpus: dict[tuple[int, int], tuple[int, str]] = {
             (hid, idx): (gid, name)
             for gid, hid, idx, name in w.execute("SELECT gid, hid, idx, name FROM gpu")
         }
-        self._gpu_host: dict[int, int] = {gid: hid for (hid, _), (gid, _) in self._gpus.items()}
-        self._users: dict[str, int] = dict(w.execute("SELECT name, uid FROM user"))
-        self._bnames: dict[str, int] = dict(w.execute("SELECT name, bid FROM bname"))
-        self._disks: dict[tuple[int, str], tuple[int, str]] = {
+        users: dict[str, int] = dict(w.execute("SELECT name, uid FROM user"))
+        bnames: dict[str, int] = dict(w.execute("SELECT name, bid FROM bname"))
+        disks: dict[tuple[int, str], tuple[int, str]] = {
             (hid, mount): (did, device)
             for did, hid, mount, device in w.execute("SELECT did, hid, mount, device FROM disk")
         }
-        self._last_t: int | None = w.execute("SELECT MAX(t) FROM h_round").fetchone()[0]
-        self._disk_t = self._meta(w, "disk_t")
-        self._lhost: dict[int, list[int | None]] = {
+        last_t: int | None = w.execute("SELECT MAX(t) FROM h_round").fetchone()[0]
+        disk_t = self._meta(w, "disk_t")
+        lhost: dict[int, list[int | None]] = {
             hid: [t, run] for hid, t, run in w.execute("SELECT hid, t, run_start FROM live_host")
         }
-        self._lproc: dict[tuple[int, int], tuple[int, int, int]] = {}
-        self._host_procs: dict[int, set[tuple[int, int]]] = {}
+        gpu_host = {gid: hid for (hid, _), (gid, _) in gpus.items()}
+        lproc: dict[tuple[int, int], tuple[int, int, int]] = {}
+        host_procs: dict[int, set[tuple[int, int]]] = {}
         for gid, pid, uid, bid, start in w.execute(
             "SELECT gid, pid, uid, bid, start FROM live_proc"
         ):
-            self._lproc[(gid, pid)] = (uid, bid, start)
-            self._host_procs.setdefault(self._gpu_host[gid], set()).add((gid, pid))
-        self._stacks = self._stacks_for(w, None)
+            lproc[(gid, pid)] = (uid, bid, start)
+            host_procs.setdefault(gpu_host[gid], set()).add((gid, pid))
+        stacks = self._stacks_for(w, None)
+        as_of = w.execute("SELECT MIN(as_of) FROM live_gpu").fetchone()[0]
+        # All or nothing: a failure above leaves the old caches (and _stale) as they were.
+        self._hosts, self._gpus, self._gpu_host = hosts, gpus, gpu_host
+        self._users, self._bnames, self._disks = users, bnames, disks
+        self._last_t, self._disk_t, self._lhost = last_t, disk_t, lhost
+        self._lproc, self._host_procs, self._stacks = lproc, host_procs, stacks
+        self._stacks_as_of = as_of
+        # Rows a round adds to the tables rolling up reads; ingest keeps it current.
+        self._round_rows = len(gpus) + len(hosts) + len(users) + len(disks)
+        self._bounds.clear()
+        self._stale = False
 
     @staticmethod
     def _meta(conn: sqlite3.Connection, key: str) -> int | None:
@@ -429,15 +584,22 @@ class SqliteHistory:
         try:
             meta = dict(conn.execute("SELECT k, v FROM meta"))
             roll_wm = meta.get("roll_wm")
+            coarse_wm = meta.get("coarse_wm", roll_wm)
+            chunk_wm = meta.get("chunk_wm")
+            chunk_hi = chunk_wm
+            if chunk_wm is not None and "chunk_kind" in meta:
+                chunk_hi = chunk_wm + CHUNK  # part of this slice is in chunks already
+            floors = {lvl: meta[f"floor_{lvl}"] for lvl in GPU_LEVELS if f"floor_{lvl}" in meta}
             raw_floor = meta.get("floor_raw")
-            if raw_floor is not None and roll_wm is not None:
-                raw_floor = min(raw_floor, roll_wm)  # never hide what is not rolled up yet
-            snap = _Snap(
-                roll_wm=roll_wm,
-                chunk_wm=meta.get("chunk_wm"),
-                raw_floor=raw_floor,
-                floors={lvl: meta[f"floor_{lvl}"] for lvl in GPU_LEVELS if f"floor_{lvl}" in meta},
-            )
+            if coarse_wm is not None:
+                # Never hide what the coarse levels do not hold yet: the raw samples and 1-minute
+                # buckets after coarse_wm are kept until it passes them.
+                if raw_floor is not None:
+                    raw_floor = min(raw_floor, coarse_wm)
+                if MINUTE in floors:
+                    floors[MINUTE] = min(floors[MINUTE], coarse_wm)
+            snap = _Snap(roll_wm=roll_wm, coarse_wm=coarse_wm, chunk_wm=chunk_wm,
+                         chunk_hi=chunk_hi, raw_floor=raw_floor, floors=floors)
             yield conn, snap
         finally:
             conn.execute("COMMIT")
@@ -464,15 +626,19 @@ class SqliteHistory:
     def _id(self, cache: dict[str, int], table: str, name: str) -> int:
         found = cache.get(name)
         if found is None:
-            cur = self._w.execute(f"INSERT INTO {table} (name) VALUES (?)", (name,))
-            found = cache[name] = int(cur.lastrowid or 0)
+            # Two odd names may clean to the same text: then they share the row.
+            stored = _clean(name)
+            self._w.execute(f"INSERT INTO {table} (name) VALUES (?) ON CONFLICT (name) DO NOTHING",
+                            (stored,))
+            row = self._w.execute(f"SELECT rowid FROM {table} WHERE name = ?", (stored,))
+            found = cache[name] = int(row.fetchone()[0])
         return found
 
     def _gpu_id(self, hid: int, idx: int, name: str) -> int:
         found = self._gpus.get((hid, idx))
         if found is None:
             cur = self._w.execute(
-                "INSERT INTO gpu (hid, idx, name) VALUES (?, ?, ?)", (hid, idx, name)
+                "INSERT INTO gpu (hid, idx, name) VALUES (?, ?, ?)", (hid, idx, _clean(name))
             )
             gid = int(cur.lastrowid or 0)
             self._gpus[(hid, idx)] = (gid, name)
@@ -480,54 +646,58 @@ class SqliteHistory:
             return gid
         gid, known = found
         if name != known:
-            self._w.execute("UPDATE gpu SET name = ? WHERE gid = ?", (name, gid))
+            self._w.execute("UPDATE gpu SET name = ? WHERE gid = ?", (_clean(name), gid))
             self._gpus[(hid, idx)] = (gid, name)
         return gid
 
     def _disk_id(self, hid: int, mount: str, device: str) -> int:
         found = self._disks.get((hid, mount))
         if found is None:
-            cur = self._w.execute(
-                "INSERT INTO disk (hid, mount, device) VALUES (?, ?, ?)", (hid, mount, device)
-            )
-            did = int(cur.lastrowid or 0)
+            w = self._w
+            stored = _clean(mount)
+            w.execute("INSERT INTO disk (hid, mount, device) VALUES (?, ?, ?)"
+                      " ON CONFLICT (hid, mount) DO NOTHING", (hid, stored, _clean(device)))
+            did = int(w.execute("SELECT did FROM disk WHERE hid = ? AND mount = ?",
+                                (hid, stored)).fetchone()[0])
             self._disks[(hid, mount)] = (did, device)
             return did
         did, known = found
         if device != known:
-            self._w.execute("UPDATE disk SET device = ? WHERE did = ?", (device, did))
+            self._w.execute("UPDATE disk SET device = ? WHERE did = ?", (_clean(device), did))
             self._disks[(hid, mount)] = (did, device)
         return did
+
+    def _writable(self) -> None:
+        """Checks before a write: open, and the caches trustworthy."""
+        if self._closed:
+            raise RuntimeError("history store is closed")
+        if self._stale:
+            self._load_state()
 
     def ingest(self, states: Sequence[HostSample], t: float) -> None:
         """Store one polling round (one transaction). Rounds must come in time order."""
         tm = _ms(t)
         with self._wlock:
-            if self._closed:
-                raise RuntimeError("history store is closed")
+            self._writable()
             if self._last_t is not None and tm <= self._last_t:
                 log.warning("history: round at %.3f is not after the last one (%.3f); skipped",
                             t, self._last_t / 1000)
                 return
-            self._w.execute("BEGIN IMMEDIATE")
-            try:
-                self._ingest(states, tm)
-                self._w.execute("COMMIT")
-            except BaseException:
-                if self._w.in_transaction:
-                    self._w.execute("ROLLBACK")
-                self._load_state()  # the caches may hold ids and runs that were rolled back
-                raise
+            self._tx(lambda: self._ingest(states, tm))
             self._last_t = tm
 
     def _ingest(self, states: Sequence[HostSample], tm: int) -> None:
         w = self._w
         cap = self._cap_ms
         disks_due = self._disk_t is None or tm - self._disk_t >= self._disk_ms
-        r_host: list[tuple[int, int, int, int, int]] = []
-        r_gpu: list[tuple[int, int, int, int, int, int, int]] = []
-        r_proc: list[_ProcRow] = []
-        r_disk: list[tuple[int, int, int, int]] = []
+        r_host: list[_HostRow] = []
+        r_gpu: list[_GpuRow] = []
+        r_proc: list[_HeadProc] = []
+        r_disk: list[_DiskRow] = []
+        r_gpu_user: list[_GpuUserRow] = []
+        stretch = _floor_to(tm, TEN_MINUTES)
+        # Per user: GPU-milliseconds (a GPU's dt split equally between its users), byte-ms.
+        acct: dict[int, list[float]] = {}
         lh_put: list[tuple[int, int | None, int | None]] = []
         lp_put: list[tuple[int, int, int, int, int]] = []
         lp_del: list[tuple[int, int]] = []
@@ -540,7 +710,9 @@ class SqliteHistory:
             seen_hosts.add(hid)
             info = state.info if state.up else None
             rtt_ms = state.rtt_ms
-            rtt = round(rtt_ms * 1000) if state.up and rtt_ms is not None else -1
+            rtt = -1
+            if state.up and rtt_ms is not None and math.isfinite(rtt_ms):
+                rtt = min(max(round(rtt_ms * 1000), 0), _I64_MAX)
             lh = self._lhost.get(hid)
             if info is None:
                 # Down (or up without a snapshot): only the up/down row; the runs are broken.
@@ -573,6 +745,8 @@ class SqliteHistory:
                 if stack is None:
                     stack = stacks[gid] = []
                 _push(stack, tm, util)
+                if not g.procs:
+                    continue
                 procs: dict[int, list[int]] = {}
                 for p in g.procs:
                     pid = p.pid
@@ -590,13 +764,16 @@ class SqliteHistory:
                     if bid is None:
                         bid = self._id(bnames, "bname", p.basename)
                     procs[pid] = [uid, bid, mem, p.utilization]
-                per_user: dict[int, int] = {}
-                for v in procs.values():
-                    per_user[v[0]] = per_user.get(v[0], 0) + 1
-                nusers = len(per_user)
+                by_user: dict[int, list[int]] = {}  # uid -> [bytes, MiB rounded per process]
                 for pid, (uid, bid, mem, putil) in procs.items():
-                    share = 1.0 / (nusers * per_user[uid])
-                    r_proc.append((tm, gid, pid, uid, bid, mem, putil, dt, share))
+                    r_proc.append((tm, gid, pid, uid, bid, mem, putil))
+                    mib = (mem + _HALF_MIB) >> 20
+                    mine = by_user.get(uid)
+                    if mine is None:
+                        by_user[uid] = [mem, mib]
+                    else:
+                        mine[0] += mem
+                        mine[1] += mib
                     key = (gid, pid)
                     new_keys.add(key)
                     old = lproc.get(key)
@@ -605,6 +782,15 @@ class SqliteHistory:
                         continue  # the same process, still there: nothing to write
                     lproc[key] = (uid, bid, tm)
                     lp_put.append((gid, pid, uid, bid, tm))
+                share = dt / len(by_user)  # users sharing a GPU split it equally
+                for uid, (mem, mib) in by_user.items():
+                    r_gpu_user.append((stretch, gid, uid, mib))
+                    acc = acct.get(uid)
+                    if acc is None:
+                        acct[uid] = [share, mem * dt]
+                    else:
+                        acc[0] += share
+                        acc[1] += mem * dt
             for key in old_keys - new_keys:
                 lproc.pop(key, None)
                 lp_del.append(key)
@@ -613,7 +799,9 @@ class SqliteHistory:
                 for d in info.disks:
                     did = self._disk_id(hid, d.mount, d.device)
                     r_disk.append((tm, did, min(d.used, _I64_MAX), min(d.total, _I64_MAX)))
-        self._write_head([tm], r_host, r_gpu, r_proc, r_disk)
+        r_user = [(tm, uid, ms / 1000.0, byte_ms / 1000.0 / GIB)
+                  for uid, (ms, byte_ms) in acct.items()]
+        self._write_head([tm], r_host, r_gpu, r_proc, r_disk, r_user, r_gpu_user)
         w.executemany(
             "INSERT INTO live_host (hid, t, run_start) VALUES (?, ?, ?) ON CONFLICT (hid)"
             " DO UPDATE SET t = excluded.t, run_start = excluded.run_start",
@@ -625,45 +813,74 @@ class SqliteHistory:
     def _write_head(
         self,
         rounds: Sequence[int],
-        r_host: Sequence[tuple[int, int, int, int, int]],
-        r_gpu: Sequence[tuple[int, int, int, int, int, int, int]],
-        r_proc: Sequence[_ProcRow],
-        r_disk: Sequence[tuple[int, int, int, int]],
+        r_host: Sequence[_HostRow],
+        r_gpu: Sequence[_GpuRow],
+        r_proc: Sequence[_HeadProc],
+        r_disk: Sequence[_DiskRow],
+        r_user: Sequence[_UserRow],
+        r_gpu_user: Sequence[_GpuUserRow],
     ) -> None:
         w = self._w
         w.executemany("INSERT INTO h_round (t) VALUES (?)", [(t,) for t in rounds])
         w.executemany("INSERT INTO h_host VALUES (?, ?, ?, ?, ?)", r_host)
         w.executemany("INSERT INTO h_gpu VALUES (?, ?, ?, ?, ?, ?, ?)", r_gpu)
-        w.executemany("INSERT INTO h_proc VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", r_proc)
+        w.executemany("INSERT INTO h_proc VALUES (?, ?, ?, ?, ?, ?, ?)", r_proc)
+        w.executemany("INSERT INTO h_user VALUES (?, ?, ?, ?)", r_user)
+        w.executemany("INSERT INTO h_gpu_user VALUES (?, ?, ?, ?) ON CONFLICT (t, gid, uid)"
+                      " DO UPDATE SET mem = mem + excluded.mem", r_gpu_user)
         if r_disk:
             w.executemany("INSERT OR REPLACE INTO h_disk VALUES (?, ?, ?, ?)", r_disk)
             self._disk_t = max(r[0] for r in r_disk)
             self._set_meta(w, "disk_t", self._disk_t)
         if self._last_t is None and self._meta(w, "roll_wm") is None:
-            self._set_meta(w, "roll_wm", _floor_to(rounds[0], MINUTE))
-            self._set_meta(w, "chunk_wm", _floor_to(rounds[0], CHUNK))
+            first = rounds[0]
+            self._set_meta(w, "roll_wm", _floor_to(first, MINUTE))
+            self._set_meta(w, "coarse_wm", _floor_to(first, TEN_MINUTES))
+            self._set_meta(w, "chunk_wm", _floor_to(first, CHUNK))
+        # What rolling up a round reads (not the processes; per-GPU-user pairs wait for _fold).
+        self._round_rows = (len(r_host) + len(r_gpu) + len(r_user) + len(r_disk)) // len(rounds)
 
     def _bulk_append(
         self,
         rounds: Sequence[int],
-        r_host: Sequence[tuple[int, int, int, int, int]],
-        r_gpu: Sequence[tuple[int, int, int, int, int, int, int]],
+        r_host: Sequence[_HostRow],
+        r_gpu: Sequence[_GpuRow],
         r_proc: Sequence[_ProcRow],
-        r_disk: Sequence[tuple[int, int, int, int]] = (),
+        r_disk: Sequence[_DiskRow] = (),
     ) -> None:
         """Append ready-made head rows of many rounds in one transaction.
 
         For benchmarks and importers that synthesize years of samples: rows are in the head
-        tables' formats (ids, times in ms, rounds ascending and after the last one) and go
+        tables' formats (ids, times in ms, each row's t one of `rounds`, rounds ascending and
+        after the last one; a process row also carries its dt and share, see `_ProcRow`) and go
         through the same rollup, compaction and retention as ingested ones. The idle-process
         state is not updated.
         """
         with self._wlock:
             if not rounds:
                 return
+            self._writable()
             if self._last_t is not None and rounds[0] <= self._last_t:
                 raise ValueError("rounds must come after the last stored one")
-            self._tx(lambda: self._write_head(rounds, r_host, r_gpu, r_proc, r_disk))
+            known = set(rounds)
+            if any(r[0] not in known for rows in (r_host, r_gpu, r_proc, r_disk) for r in rows):
+                raise ValueError("a row's t is not one of the rounds")  # compaction needs it
+            procs: list[_HeadProc] = []
+            acct: dict[tuple[int, int], list[float]] = {}
+            pairs: dict[tuple[int, int, int], int] = {}
+            for t, gid, pid, uid, bid, mem, util, dt, share in r_proc:
+                procs.append((t, gid, pid, uid, bid, mem, util))
+                acc = acct.get((t, uid))
+                if acc is None:
+                    acc = acct[(t, uid)] = [0.0, 0.0]
+                acc[0] += dt * share / 1000.0
+                acc[1] += mem * dt / 1000.0 / GIB
+                key = (_floor_to(t, TEN_MINUTES), gid, uid)
+                pairs[key] = pairs.get(key, 0) + ((mem + _HALF_MIB) >> 20)
+            r_user = [(t, uid, g, m) for (t, uid), (g, m) in sorted(acct.items())]
+            r_gpu_user = [(*k, mib) for k, mib in sorted(pairs.items())]
+            self._tx(lambda: self._write_head(rounds, r_host, r_gpu, procs, r_disk, r_user,
+                                              r_gpu_user))
             self._last_t = rounds[-1]
 
     # ---------------------------------------------------------------- maintenance
@@ -671,77 +888,125 @@ class SqliteHistory:
     def maintain(self, now: float, *, budget_s: float | None = None) -> MaintainReport:
         """Roll up closed minutes, compress closed 10-minute slices, apply retention.
 
-        Each step is its own transaction and advances its watermark with its work, so an
-        interruption repeats nothing and loses nothing. With `budget_s`, stops between steps once
-        the budget is spent (`done` is then False).
+        Work is done in pieces, each its own short transaction that advances its watermark with
+        its work, so an interruption repeats nothing and loses nothing. The kinds of work take
+        turns, a piece each: every call advances each kind that is due at least once, then goes
+        on while `budget_s` lasts (no budget: until all is done). `done` is False when work is
+        left. Retention cuts at `now` as of the call's start: what the call compacts past the
+        floor goes at the next call (readers hide it already).
         """
         started = time.perf_counter()
         deadline = None if budget_s is None else started + budget_s
-        rolled = compacted = deleted = 0
-        done = True
+        now_ms = _ms(now)
         with self._wlock:
-            if self._closed:
-                raise RuntimeError("history store is closed")
-            w = self._w
-            if self._last_t is not None:
-                horizon = _floor_to(self._last_t, MINUTE)  # the latest minute is still open
-                while True:
-                    roll_wm = self._meta(w, "roll_wm")
-                    if roll_wm is None or roll_wm >= horizon:
+            self._writable()
+            steps: dict[str, Callable[[], _Piece]] = {
+                "roll": self._roll_piece,
+                "compact": self._compact_piece,
+                "retain": lambda: self._retain_piece(now_ms),
+            }
+            units = dict.fromkeys(steps, 0)
+            spent = dict.fromkeys(steps, 0.0)
+            compacted_rows = 0
+            pending = list(steps)
+            self._retain_next = 0  # a retention pass per call: the floors move with `now`
+            pieces = 0
+            longest = 0.0
+            first_turn, out_of_time = True, False
+            while pending and not out_of_time:
+                for name in list(pending):
+                    if (not first_turn and deadline is not None
+                            and time.perf_counter() >= deadline):
+                        out_of_time = True
                         break
-                    if deadline is not None and time.perf_counter() > deadline:
-                        done = False
-                        break
-                    # Skip stretches without rounds (the dashboard was down) in one step.
-                    start = max(roll_wm, _floor_to(self._next_round(roll_wm), MINUTE))
-                    end = min(_floor_to(start, TEN_MINUTES) + TEN_MINUTES, horizon)
-                    if start >= end:
-                        self._tx(partial(self._set_meta, w, "roll_wm", horizon))
-                        break
-                    self._tx(partial(self._roll, start, end))
-                    rolled += (end - start) // MINUTE
-                while done:
-                    chunk_wm = self._meta(w, "chunk_wm")
-                    roll_wm = self._meta(w, "roll_wm")
-                    if chunk_wm is None or roll_wm is None:
-                        break
-                    if deadline is not None and time.perf_counter() > deadline:
-                        done = False
-                        break
-                    start = max(chunk_wm, _floor_to(self._next_round(chunk_wm), CHUNK))
-                    if start + CHUNK > roll_wm:
-                        if start > chunk_wm:
-                            self._tx(partial(self._set_meta, w, "chunk_wm", start))
-                        break
-                    self._tx(partial(self._compact, start, start + CHUNK))
-                    compacted += 1
-            deleted = self._tx(partial(self._retain, _ms(now)))
-        return MaintainReport(rolled, compacted, deleted, time.perf_counter() - started, done)
+                    began = time.perf_counter()
+                    piece = steps[name]()
+                    spent[name] += time.perf_counter() - began
+                    units[name] += piece.units
+                    compacted_rows += piece.rows
+                    pieces += piece.transactions
+                    longest = max(longest, piece.seconds)
+                    if not piece.more:
+                        pending.remove(name)
+                    if name == "roll" and piece.more and "compact" not in pending:
+                        pending.insert(1, "compact")  # rolled-up slices can be compacted now
+                first_turn = False
+        return MaintainReport(units["roll"], units["compact"], units["retain"],
+                              time.perf_counter() - started, not pending, pieces, longest,
+                              compacted_rows, (spent["roll"], spent["compact"], spent["retain"]))
 
     def _next_round(self, t: int) -> int:
         """The first round at or after t; the latest round is always in the head."""
         row = self._w.execute("SELECT MIN(t) FROM h_round WHERE t >= ?", (t,)).fetchone()
         return t if row[0] is None else int(row[0])
 
-    def _tx(self, work: Callable[[], _T]) -> _T:
+    def _tx(self, work: Callable[[], _T], *, reload: bool = True) -> _T:
+        """Run `work` in one write transaction. On failure roll back, and make the in-memory
+        state match the database again: reload the caches (`reload`), or forget what
+        maintenance keeps in memory."""
         w = self._w
         w.execute("BEGIN IMMEDIATE")
         try:
             result = work()
             w.execute("COMMIT")
         except BaseException:
-            if w.in_transaction:
-                w.execute("ROLLBACK")
-            self._load_state()
+            self._rollback()
+            self._bounds.clear()
+            self._stacks_as_of = None
+            if reload:
+                try:
+                    self._load_state()
+                except (sqlite3.Error, OSError) as err:
+                    # Try again before the next write; report the first error, not this one.
+                    log.debug("history: could not reload the writer's state: %s", err)
+                    self._stale = True
             raise
         return result
 
-    def _roll(self, a: int, b: int) -> None:
-        """Fold head rows with a <= t < b into every rollup level (partial buckets accumulate).
+    def _timed_tx(self, work: Callable[[], _T]) -> tuple[_T, float]:
+        started = time.perf_counter()
+        result = self._tx(work, reload=False)
+        return result, time.perf_counter() - started
 
-        [a, b) lies within one 10-minute bucket, hence one hour: the minute rows are built from
-        the head, and one sum of those fresh rows per series is added to both coarser levels.
-        """
+    def _roll_piece(self) -> _Piece:
+        """One piece of rolling up: fold a finished 10-minute stretch into the coarse levels if
+        there is one, else roll closed minutes of the head into the 1-minute level."""
+        w = self._w
+        roll_wm = self._meta(w, "roll_wm")
+        if roll_wm is None or self._last_t is None:
+            return _Piece()
+        coarse = self._meta(w, "coarse_wm")
+        coarse = roll_wm if coarse is None else coarse
+        if coarse < roll_wm:
+            # Skip stretches without rounds (the dashboard was down) in one step.
+            start = max(coarse, _floor_to(self._next_round(coarse), TEN_MINUTES))
+            end = _floor_to(start, TEN_MINUTES) + TEN_MINUTES
+            if end <= roll_wm:
+                _, secs = self._timed_tx(lambda: self._fold(start, end))
+                return _Piece(0, True, secs, 1)
+            if start > coarse:
+                _, secs = self._timed_tx(
+                    lambda: self._set_meta(w, "coarse_wm", min(start, roll_wm)))
+                return _Piece(0, True, secs, 1)
+        horizon = _floor_to(self._last_t, MINUTE)  # the latest minute is still open
+        if roll_wm >= horizon:
+            return _Piece()
+        start = max(roll_wm, _floor_to(self._next_round(roll_wm), MINUTE))
+        if start >= horizon:
+            _, secs = self._timed_tx(lambda: self._set_meta(w, "roll_wm", horizon))
+            return _Piece(0, True, secs, 1)
+        # As many whole minutes as about _ROLL_ROWS head rows, up to the next 10-minute edge.
+        per_minute = max(1, self._round_rows) * max(1, MINUTE // self._interval_ms)
+        minutes = max(1, _ROLL_ROWS // per_minute)
+        end = min(_floor_to(start, TEN_MINUTES) + TEN_MINUTES, horizon,
+                  start + minutes * MINUTE)
+        _, secs = self._timed_tx(lambda: self._roll(start, end))
+        return _Piece((end - start) // MINUTE, True, secs, 1)
+
+    def _roll(self, a: int, b: int) -> None:
+        """Fold head rows with a <= t < b (whole minutes) into the 1-minute buckets, disks into
+        1-minute staging rows (their hour level is filled by `_fold`). The rounds' accounting
+        sums are then no longer needed."""
         w = self._w
         w.execute(_GPU_ROLL.format(
             src="SELECT ?, gid, t - t % ?, COUNT(*), SUM(util), MAX(util),"
@@ -753,73 +1018,176 @@ class SqliteHistory:
             src="SELECT ?, hid, t - t % ?, COUNT(*), SUM(up), SUM(max(rtt, 0)), MAX(max(rtt, 0))"
                 " FROM h_host WHERE t >= ? AND t < ? GROUP BY hid, t - t % ?"),
             (MINUTE, MINUTE, a, b, MINUTE))
+        w.execute(_DISK_ROLL.format(
+            src="SELECT ?, did, t - t % ?, COUNT(*), SUM((used + 524288) >> 20),"
+                " MAX((used + 524288) >> 20), MAX((total + 524288) >> 20)"
+                " FROM h_disk WHERE t >= ? AND t < ? GROUP BY did, t - t % ?"),
+            (MINUTE, MINUTE, a, b, MINUTE))
+        w.execute(_USER_ROLL.format(
+            src="SELECT ?, t - t % ?, uid, SUM(gpu_s), SUM(gib_s) FROM h_user"
+                " WHERE t >= ? AND t < ? GROUP BY 2, 3"),
+            (MINUTE, MINUTE, a, b))
+        w.execute("DELETE FROM h_user WHERE t >= ? AND t < ?", (a, b))
+        self._set_meta(w, "roll_wm", b)
+
+    def _fold(self, a: int, b: int) -> None:
+        """Add the 1-minute buckets with a <= t < b (within one 10-minute bucket, hence one
+        hour) to the 10-minute and 1-hour levels, and the stretch's per-GPU-user memory: one
+        sum per series, read through each key in key order (the tables are keyed level,
+        series, time), so nothing is sorted."""
+        w = self._w
         coarse = ((TEN_MINUTES, _floor_to(a, TEN_MINUTES)), (HOUR, _floor_to(a, HOUR)))
         rows = w.execute(
-            "SELECT r.gid, SUM(r.n), SUM(r.util_sum), MAX(r.util_max), SUM(r.mem_sum),"
+            "SELECT g.gid, SUM(r.n), SUM(r.util_sum), MAX(r.util_max), SUM(r.mem_sum),"
             " MAX(r.mem_max), MAX(r.total), SUM(r.temp_sum), MAX(r.temp_max), SUM(r.fan_sum),"
-            " MAX(r.fan_max) FROM gpu g CROSS JOIN gpu_roll r ON r.lvl = ? AND r.gid = g.gid"
-            " AND r.t >= ? AND r.t < ? GROUP BY r.gid",
+            " MAX(r.fan_max) FROM gpu g NOT INDEXED CROSS JOIN gpu_roll r ON r.lvl = ?"
+            " AND r.gid = g.gid AND r.t >= ? AND r.t < ? GROUP BY g.gid",
             (MINUTE, a, b),
         ).fetchall()
         w.executemany(_GPU_ROLL.format(src="VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
                       [(lvl, r[0], start, *r[1:]) for lvl, start in coarse for r in rows])
         rows = w.execute(
-            "SELECT r.hid, SUM(r.n), SUM(r.up_sum), SUM(r.rtt_sum), MAX(r.rtt_max)"
-            " FROM host h CROSS JOIN host_roll r ON r.lvl = ? AND r.hid = h.hid"
-            " AND r.t >= ? AND r.t < ? GROUP BY r.hid",
+            "SELECT h.hid, SUM(r.n), SUM(r.up_sum), SUM(r.rtt_sum), MAX(r.rtt_max)"
+            " FROM host h NOT INDEXED CROSS JOIN host_roll r ON r.lvl = ? AND r.hid = h.hid"
+            " AND r.t >= ? AND r.t < ? GROUP BY h.hid",
             (MINUTE, a, b),
         ).fetchall()
         w.executemany(_HOST_ROLL.format(src="VALUES (?, ?, ?, ?, ?, ?, ?)"),
                       [(lvl, r[0], start, *r[1:]) for lvl, start in coarse for r in rows])
-        for lvl in DISK_LEVELS:
-            w.execute(
-                "INSERT INTO disk_roll SELECT ?, did, t - t % ?, COUNT(*),"
-                " SUM((used + 524288) >> 20), MAX((used + 524288) >> 20),"
-                " MAX((total + 524288) >> 20)"
-                " FROM h_disk WHERE t >= ? AND t < ? GROUP BY did, t - t % ?"
-                " ON CONFLICT (lvl, did, t) DO UPDATE SET n = n + excluded.n,"
-                " used_sum = used_sum + excluded.used_sum,"
-                " used_max = max(used_max, excluded.used_max), total = max(total, excluded.total)",
-                (lvl, lvl, a, b, lvl),
-            )
-        # Accounting; ingest gave each process row its share of the GPU and the time it covers.
-        w.execute(_USER_ROLL.format(
-            src="SELECT ?, t - t % ?, uid, SUM(dt * share) / 1000.0,"
-                " SUM(mem * (dt / 1000.0)) / 1073741824.0 FROM h_proc"
-                " WHERE t >= ? AND t < ? GROUP BY 2, 3"),
-            (MINUTE, MINUTE, a, b))
-        w.execute(_USER_ROLL.format(
-            src="SELECT ?, t - t % ?, uid, SUM(gpu_s), SUM(gib_s) FROM user_roll"
-                " WHERE lvl = ? AND t >= ? AND t < ? GROUP BY 2, 3"),
-            (HOUR, HOUR, MINUTE, a, b))
+        hour = _floor_to(a, HOUR)
         rows = w.execute(
-            "SELECT gid, uid, SUM((mem + 524288) >> 20) FROM h_proc WHERE t >= ? AND t < ?"
-            " GROUP BY gid, uid",
-            (a, b),
+            "SELECT d.did, SUM(r.n), SUM(r.used_sum), MAX(r.used_max), MAX(r.total)"
+            " FROM disk d NOT INDEXED CROSS JOIN disk_roll r ON r.lvl = ? AND r.did = d.did"
+            " AND r.t >= ? AND r.t < ? GROUP BY d.did",
+            (MINUTE, a, b),
         ).fetchall()
-        w.executemany(
-            "INSERT INTO gpu_user_roll VALUES (?, ?, ?, ?, ?) ON CONFLICT (lvl, gid, t, uid)"
-            " DO UPDATE SET mem_sum = mem_sum + excluded.mem_sum",
-            [(lvl, gid, start, uid, mib) for lvl, start in coarse for gid, uid, mib in rows],
-        )
-        self._set_meta(w, "roll_wm", b)
+        w.executemany(_DISK_ROLL.format(src="VALUES (?, ?, ?, ?, ?, ?, ?)"),
+                      [(HOUR, r[0], hour, *r[1:]) for r in rows])
+        w.execute("DELETE FROM disk_roll WHERE lvl = ? AND did IN (SELECT did FROM disk)"
+                  " AND t >= ? AND t < ?", (MINUTE, a, b))
+        w.execute(_USER_ROLL.format(
+            src="SELECT ?, ?, uid, SUM(gpu_s), SUM(gib_s) FROM user_roll"
+                " WHERE lvl = ? AND t >= ? AND t < ? GROUP BY uid"),
+            (HOUR, hour, MINUTE, a, b))
+        stretch = _floor_to(a, TEN_MINUTES)  # h_gpu_user holds this stretch's rounds only
+        for lvl, start in coarse:
+            w.execute(_GPU_USER_ROLL.format(
+                src="SELECT ?, gid, ?, uid, mem FROM h_gpu_user WHERE t = ?"),
+                (lvl, start, stretch))
+        w.execute("DELETE FROM h_gpu_user WHERE t = ?", (stretch,))
+        self._set_meta(w, "coarse_wm", b)
 
-    def _compact(self, a: int, b: int) -> None:
-        """Move head rows with a <= t < b into one blob per series."""
+    def _compact_piece(self) -> _Piece:
+        """One piece of compaction: the next series of the oldest closed slice, as many as come
+        to about _COMPACT_ROWS head rows, into blobs. Progress within the slice is kept in meta
+        (chunk_kind, chunk_key), so a piece is never repeated."""
         w = self._w
-        self._save_stacks()  # readers replay the head after these; it is about to shrink
-        for kind, (table, key, cols, order) in _LAYOUT.items():
-            rows = w.execute(
-                f"SELECT {key}, {cols} FROM {table} WHERE t >= ? AND t < ? ORDER BY {order}",
-                (a, b),
-            )
-            blobs = []
-            for k, group in groupby(rows, key=itemgetter(0)):
-                columns = list(zip(*group, strict=True))[1:]
-                blobs.append((kind, k, a, max(columns[0]), _codec.encode(columns)))
-            w.executemany("INSERT INTO chunk VALUES (?, ?, ?, ?, ?)", blobs)
-            w.execute(f"DELETE FROM {table} WHERE t >= ? AND t < ?", (a, b))
+        chunk_wm = self._meta(w, "chunk_wm")
+        coarse = self._meta(w, "coarse_wm")
+        if chunk_wm is None or coarse is None:
+            return _Piece()
+        start = max(chunk_wm, _floor_to(self._next_round(chunk_wm), CHUNK))
+        end = start + CHUNK
+        if end > coarse:  # not rolled up yet (readers need the head rows until then)
+            if start > chunk_wm:  # skip a stretch without rounds
+                _, secs = self._timed_tx(lambda: self._set_meta(w, "chunk_wm", start))
+                return _Piece(0, True, secs, 1)
+            return _Piece()
+
+        def work() -> tuple[int, int]:
+            kind = self._meta(w, "chunk_kind")
+            kind = _KINDS[0] if kind is None else kind
+            lo = self._meta(w, "chunk_key")
+            rows = 0
+            while True:
+                limits = [k for k in self._key_bounds(kind, start, end)
+                          if lo is None or k > lo]
+                hi = limits[0] if limits else None
+                rows += self._compact(start, end, kind, lo, hi)
+                if hi is not None:
+                    self._set_meta(w, "chunk_kind", kind)
+                    self._set_meta(w, "chunk_key", hi)
+                    lo = hi
+                else:
+                    w.execute("DELETE FROM meta WHERE k = 'chunk_key'")
+                    lo = None
+                    if kind == _KINDS[-1]:
+                        self._finish_slice(start, end)
+                        return 1, rows
+                    kind = _KINDS[_KINDS.index(kind) + 1]
+                    self._set_meta(w, "chunk_kind", kind)
+                if rows >= _COMPACT_ROWS:
+                    return 0, rows
+
+        (finished, rows), secs = self._timed_tx(work)
+        return _Piece(finished, True, secs, 1, rows)
+
+    def _key_bounds(self, kind: int, a: int, b: int) -> list[int]:
+        """Upper key limits (exclusive) that cut a slice's rows of one kind into pieces of about
+        _COMPACT_ROWS: from the per-key row counts of the slice's last round with rows of that
+        kind, times its rounds (cheap: one round, read in key order)."""
+        cached = self._bounds.get((kind, a))
+        if cached is not None:
+            return cached
+        w = self._w
+        table, key, _, _ = _LAYOUT[kind]
+        limits: list[int] = []
+        t_ref = w.execute(f"SELECT MAX(t) FROM {table} WHERE t >= ? AND t < ?",
+                          (a, b)).fetchone()[0]
+        if t_ref is not None:
+            rounds = w.execute("SELECT COUNT(*) FROM h_round WHERE t >= ? AND t < ?",
+                               (a, b)).fetchone()[0]
+            acc = 0
+            for k, n in w.execute(f"SELECT {key}, COUNT(*) FROM {table} WHERE t = ?"
+                                  f" GROUP BY {key}", (t_ref,)):
+                acc += n * rounds
+                if acc >= _COMPACT_ROWS:
+                    limits.append(int(k) + 1)
+                    acc = 0
+        self._bounds = {k: v for k, v in self._bounds.items() if k[1] == a}  # this slice only
+        self._bounds[(kind, a)] = limits
+        return limits
+
+    def _compact(self, a: int, b: int, kind: int, lo: int | None, hi: int | None) -> int:
+        """Move one kind's head rows with a <= t < b and lo <= key < hi into one blob per
+        series; returns the rows moved. Rows are found round by round ((t, key) seeks), so a
+        piece costs its own rows, not the slice's."""
+        w = self._w
+        table, key, cols, order = _LAYOUT[kind]
+        if kind == _K_GPU and (self._stacks_as_of is None or self._stacks_as_of < b):
+            self._save_stacks()  # readers replay the head after these; it is about to shrink
+        keys = ""
+        args: list[int] = []
+        if lo is not None:
+            keys += f" AND {key} >= ?"
+            args.append(lo)
+        if hi is not None:
+            keys += f" AND {key} < ?"
+            args.append(hi)
+
+        def x(names: str) -> str:  # columns of the head table in the join
+            return ", ".join(f"x.{c.strip()}" for c in names.split(","))
+
+        rows = w.execute(
+            f"SELECT x.{key}, {x(cols)} FROM h_round r CROSS JOIN {table} x ON x.t = r.t"
+            f"{keys.replace(' AND ', ' AND x.')} WHERE r.t >= ? AND r.t < ? ORDER BY {x(order)}",
+            (*args, a, b),
+        )
+        blobs = []
+        moved = 0
+        for k, group in groupby(rows, key=itemgetter(0)):
+            series = list(zip(*group, strict=True))[1:]
+            moved += len(series[0])
+            blobs.append((kind, k, a, max(series[0]), _codec.encode(series)))
+        w.executemany("INSERT INTO chunk VALUES (?, ?, ?, ?, ?)", blobs)
+        w.execute(f"DELETE FROM {table} WHERE t IN (SELECT t FROM h_round WHERE t >= ? AND t < ?)"
+                  f"{keys}", (a, b, *args))
+        return moved
+
+    def _finish_slice(self, a: int, b: int) -> None:
+        w = self._w
         w.execute("DELETE FROM h_round WHERE t >= ? AND t < ?", (a, b))
+        w.execute("DELETE FROM meta WHERE k IN ('chunk_kind', 'chunk_key')")
         self._set_meta(w, "chunk_wm", b)
 
     def _save_stacks(self) -> None:
@@ -830,45 +1198,88 @@ class SqliteHistory:
             "INSERT OR REPLACE INTO live_gpu VALUES (?, ?, ?)",
             [(gid, as_of, _dump_stack(stack)) for gid, stack in self._stacks.items()],
         )
+        self._stacks_as_of = as_of
 
-    def _retain(self, now_ms: int) -> int:
-        """Delete what has aged out. A raw sample lives while t >= now - raw_days; a bucket
-        while any of it does (it goes once t + length <= now - days)."""
+    def _retain_piece(self, now_ms: int) -> _Piece:
+        """One piece of retention: move the floors (first piece of a call), then delete up to
+        _RETAIN_ROWS aged-out rows, target after target (`_retain_targets`)."""
+        i = self._retain_next
+        if i is None:
+            return _Piece()
+
+        def work() -> tuple[int, int]:
+            w = self._w
+            j = i
+            if j == 0:
+                self._retain_cuts = self._set_floors(now_ms)
+                self._save_stacks()  # keeps the head replay of readers short
+            targets = self._retain_targets(self._retain_cuts)
+            left = _RETAIN_ROWS
+            deleted = 0
+            while j < len(targets):
+                sql, args = targets[j]
+                n = w.execute(sql, (*args, left)).rowcount
+                deleted += n
+                left -= n
+                if left <= 0:
+                    break  # this target may have more
+                j += 1
+            return deleted, j
+
+        (deleted, j), secs = self._timed_tx(work)
+        finished = j >= len(self._retain_targets(self._retain_cuts))
+        self._retain_next = None if finished else j
+        return _Piece(deleted, not finished, secs, 1)
+
+    def _set_floors(self, now_ms: int) -> dict[int, int]:
+        """Move the retention floors (never back); returns per level (0: raw) the cut: a raw
+        slice, or bucket, starting at or before it has aged out."""
         w = self._w
-        floors: dict[str, int] = {}
+        floors: dict[int, int] = {}
         for name, lvl in (("raw", 0), *((str(lvl), lvl) for lvl in GPU_LEVELS)):
             old = self._meta(w, f"floor_{name}")
             new = now_ms - self._keep_ms[lvl]
-            floors[name] = new if old is None else max(old, new)
-            self._set_meta(w, f"floor_{name}", floors[name])
-        gids = [gid for gid, _ in self._gpus.values()]
-        hids = list(self._hosts.values())
-        dids = [did for did, _ in self._disks.values()]
-        raw_cut = floors["raw"] - CHUNK  # whole slices only; reads hide the rest
-        deleted = w.executemany(
-            "DELETE FROM chunk WHERE kind = ? AND key = ? AND t0 <= ?",
-            [(_K_GPU, gid, raw_cut) for gid in gids] + [(_K_PROC, gid, raw_cut) for gid in gids]
-            + [(_K_HOST, hid, raw_cut) for hid in hids] + [(_K_DISK, did, raw_cut) for did in dids],
-        ).rowcount
+            floors[lvl] = new if old is None else max(old, new)
+            self._set_meta(w, f"floor_{name}", floors[lvl])
+        coarse = self._meta(w, "coarse_wm")
+        if coarse is not None:  # what the coarse levels do not hold yet stays (see _read)
+            floors[0] = min(floors[0], coarse)
+            floors[MINUTE] = min(floors[MINUTE], coarse)
+        # Raw: whole slices only (reads hide the rest); buckets once they end at the floor.
+        return {0: floors[0] - CHUNK, **{lvl: floors[lvl] - lvl for lvl in GPU_LEVELS}}
+
+    @staticmethod
+    def _retain_targets(cuts: dict[int, int]) -> list[tuple[str, tuple[int, ...]]]:
+        """Deletes of aged-out rows, each taking a row limit as its last argument. Each reaches
+        its rows through the series keys (the tables are keyed kind or level, series, time), so
+        finding nothing to delete costs one seek per series."""
+        out: list[tuple[str, tuple[int, ...]]] = []
+        for kind in _KINDS:
+            keys, col = _KEY_TABLE[kind]
+            out.append((
+                "DELETE FROM chunk WHERE rowid IN (SELECT c.rowid FROM"
+                f" {keys} k CROSS JOIN chunk c ON c.kind = ? AND c.key = k.{col} AND c.t0 <= ?"
+                " LIMIT ?)", (kind, cuts[0])))
         for lvl in GPU_LEVELS:
-            cut = floors[str(lvl)] - lvl
-            deleted += w.executemany("DELETE FROM gpu_roll WHERE lvl = ? AND gid = ? AND t <= ?",
-                                     [(lvl, gid, cut) for gid in gids]).rowcount
-            deleted += w.executemany("DELETE FROM host_roll WHERE lvl = ? AND hid = ? AND t <= ?",
-                                     [(lvl, hid, cut) for hid in hids]).rowcount
-            if lvl in DISK_LEVELS:
-                deleted += w.executemany(
-                    "DELETE FROM disk_roll WHERE lvl = ? AND did = ? AND t <= ?",
-                    [(lvl, did, cut) for did in dids]).rowcount
+            cut = cuts[lvl]
+            for table, keys, col in (("gpu_roll", "gpu", "gid"), ("host_roll", "host", "hid"),
+                                     ("disk_roll", "disk", "did")):
+                if table == "disk_roll" and lvl not in DISK_LEVELS:
+                    continue
+                out.append((
+                    f"DELETE FROM {table} WHERE lvl = ? AND ({col}, t) IN (SELECT r.{col}, r.t"
+                    f" FROM {keys} k CROSS JOIN {table} r ON r.lvl = ? AND r.{col} = k.{col}"
+                    " AND r.t <= ? LIMIT ?)", (lvl, lvl, cut)))
             if lvl in USER_LEVELS:
-                deleted += w.execute(
-                    "DELETE FROM user_roll WHERE lvl = ? AND t <= ?", (lvl, cut)).rowcount
+                out.append((
+                    "DELETE FROM user_roll WHERE lvl = ? AND (t, uid) IN (SELECT t, uid FROM"
+                    " user_roll WHERE lvl = ? AND t <= ? LIMIT ?)", (lvl, lvl, cut)))
             if lvl in GPU_USER_LEVELS:
-                deleted += w.executemany(
-                    "DELETE FROM gpu_user_roll WHERE lvl = ? AND gid = ? AND t <= ?",
-                    [(lvl, gid, cut) for gid in gids]).rowcount
-        self._save_stacks()  # keeps the head replay of readers short
-        return deleted
+                out.append((
+                    "DELETE FROM gpu_user_roll WHERE lvl = ? AND (gid, t, uid) IN"
+                    " (SELECT r.gid, r.t, r.uid FROM gpu g CROSS JOIN gpu_user_roll r"
+                    " ON r.lvl = ? AND r.gid = g.gid AND r.t <= ? LIMIT ?)", (lvl, lvl, cut)))
+        return out
 
     # ---------------------------------------------------------------- reading: planning
 
@@ -885,31 +1296,44 @@ class SqliteHistory:
         snap: _Snap, levels: Sequence[int], since: int, until: int, finest: int
     ) -> list[tuple[int, int, int]]:
         """Non-overlapping (source, lo, hi) covering [since, until): source 0 is raw, else a
-        level. Newest first: the finest source where it still has data, coarser ones before."""
+        level. Newest first: the finest source where it still has data, coarser ones before,
+        finer ones after where the coarser is not filled yet (the last minutes: raw; the last
+        10-minute stretch: 1-minute buckets, where the metric has them, else raw)."""
         if snap.roll_wm is None:
             return []
         roll = snap.roll_wm
+        coarse = roll if snap.coarse_wm is None else snap.coarse_wm
+
+        def filled(src: int) -> int:  # the level holds everything before this
+            return roll if src == MINUTE else coarse
+
         chosen = (0, *levels)[finest:]
         segs: list[tuple[int, int, int]] = []
         hi = until
-        if chosen[0] != 0 and hi > roll:
-            lo = max(since, roll)  # not rolled up yet: only the raw head has it
-            segs.append((0, lo, hi))
-            hi = lo
+        if chosen[0] != 0:
+            raw_from = roll if MINUTE in levels else coarse
+            if hi > raw_from:
+                lo = max(since, raw_from)  # not rolled up yet: only the raw head has it
+                segs.append((0, lo, hi))
+                hi = lo
+            if chosen[0] != MINUTE and MINUTE in levels and hi > coarse and hi > since:
+                lo = max(since, coarse)  # rolled into minutes, not folded into coarser levels
+                segs.append((MINUTE, lo, hi))
+                hi = lo
         for i, src in enumerate(chosen):
             if hi <= since:
                 break
             if src != 0:
-                hi = min(hi, roll)
+                hi = min(hi, filled(src))
             lo = since
             if i + 1 < len(chosen):
                 floor = snap.raw_floor if src == 0 else snap.floors.get(src)
                 if floor is not None:
                     avail = floor if src == 0 else _floor_to(floor, src)
                     # Split where the next level's buckets start, so no bucket is half-counted
-                    # (raw: or where the roll-ups end, whichever is first).
+                    # (raw: or where the next level ends, whichever is first).
                     split = _ceil_to(avail, chosen[i + 1])
-                    lo = max(since, min(split, roll) if src == 0 else split)
+                    lo = max(since, min(split, filled(chosen[i + 1])) if src == 0 else split)
             if lo < hi:
                 segs.append((src, lo, hi))
                 hi = lo
@@ -924,7 +1348,7 @@ class SqliteHistory:
             lo = max(lo, snap.raw_floor)
         if lo >= hi:
             return out
-        if snap.chunk_wm is not None and lo < snap.chunk_wm:
+        if snap.chunk_hi is not None and lo < snap.chunk_hi:
             for (blob,) in conn.execute(
                 "SELECT data FROM chunk WHERE kind = ? AND key = ? AND t0 > ? AND t0 < ?"
                 " ORDER BY t0",
@@ -1138,8 +1562,8 @@ class SqliteHistory:
             }
             plan = self._plan(snap, GPU_LEVELS, since, until, finest)
             chunked = any(
-                src == 0 and snap.chunk_wm is not None
-                and max(lo, snap.raw_floor or lo) < snap.chunk_wm for src, lo, _ in plan
+                src == 0 and snap.chunk_hi is not None
+                and max(lo, snap.raw_floor or lo) < snap.chunk_hi for src, lo, _ in plan
             )
             if not chunked:
                 return self._sparklines_sql(conn, plan, names, since, width, points)
@@ -1162,16 +1586,19 @@ class SqliteHistory:
                         " WHERE t >= ? AND t < ? GROUP BY gid, 2",
                         (since, width, head_lo, hi),
                     ))
+                # Each sample is in the head or in a chunk, never both (a slice being compacted
+                # has some series in each).
+                chunk_hi = min(hi, snap.chunk_hi or hi)
                 for gid, blob in conn.execute(
                     "SELECT key, data FROM chunk WHERE kind = ? AND t0 > ? AND t0 < ?",
-                    (_K_GPU, raw_lo - CHUNK, head_lo),
+                    (_K_GPU, raw_lo - CHUNK, chunk_hi),
                 ):
                     cols = _codec.decode(blob)
                     absorb(
                         (gid, int((t - since) / width), 1, util, mem / MIB, tot / MIB)
                         for t, util, mem, tot in zip(cols[0], cols[1], cols[2], cols[3],
                                                      strict=True)
-                        if raw_lo <= t < head_lo
+                        if raw_lo <= t < chunk_hi
                     )
         out: dict[tuple[str, int], dict[str, list[float]]] = {}
         nan = math.nan
@@ -1308,7 +1735,7 @@ class SqliteHistory:
         A sample counts the time since its host's previous sample, capped at 3 intervals (so a
         gap adds at most that); users sharing a GPU in a sample split it equally. Rolled-up
         history counts whole minutes (hours, past the minute level's retention) that start in
-        the window.
+        the window; the last minutes, not rolled up yet, count their rounds in the window.
         """
         now_ms = _ms(now)
         with self._read() as (conn, snap):
@@ -1318,9 +1745,11 @@ class SqliteHistory:
                 since = now_ms - _ms(window)
                 pieces: list[tuple[int, int, int]] = []
                 for src, lo, hi in self._plan(snap, USER_LEVELS, since, now_ms, 1):
-                    whole_lo, whole_hi = _ceil_to(lo, HOUR), _floor_to(hi, HOUR)
+                    # Hour rows are complete once they end before coarse_wm.
+                    whole_lo = _ceil_to(lo, HOUR)
+                    whole_hi = _floor_to(min(hi, snap.coarse_wm or hi), HOUR)
                     if src == MINUTE and whole_lo < whole_hi:
-                        # Whole hours from the hour rows (complete once rolled up): 60x fewer.
+                        # Whole hours from the hour rows: 60x fewer.
                         pieces += [(MINUTE, whole_hi, hi), (HOUR, whole_lo, whole_hi),
                                    (MINUTE, lo, whole_lo)]
                     else:
@@ -1328,10 +1757,9 @@ class SqliteHistory:
                 for src, lo, hi in pieces:
                     if lo >= hi:
                         continue
-                    if src == 0:  # not rolled up yet: from the head rows
+                    if src == 0:  # not rolled up yet: the head's per-round sums
                         query = (
-                            "SELECT uid, SUM(dt * share) / 1000.0,"
-                            " SUM(mem * (dt / 1000.0)) / 1073741824.0 FROM h_proc"
+                            "SELECT uid, SUM(gpu_s), SUM(gib_s) FROM h_user"
                             " WHERE t >= ? AND t < ? GROUP BY uid"
                         )
                         args: tuple[int, ...] = (lo, hi)

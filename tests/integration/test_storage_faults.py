@@ -26,6 +26,9 @@ from typing import Any
 import pytest
 from agentproc import free_port, start_agent
 
+from hmonitor.web.history import SqliteHistory
+from hmonitor.web.notes import NotesStore
+
 TOKEN = "storage-fault-token"
 IS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="mounting a tmpfs needs root (CI is root)")
@@ -71,14 +74,14 @@ def one_line_naming(out: str, name: str) -> str:
 
 
 def damaged_copy(path: Path) -> None:
-    """A real database whose first pages after the header are overwritten with noise."""
-    db = sqlite3.connect(path)
-    db.execute("CREATE TABLE notes (user TEXT, host TEXT, note TEXT, updated_at REAL,"
-               " updated_by TEXT, PRIMARY KEY (user, host))")
-    db.executemany("INSERT INTO notes VALUES (?, ?, ?, 0, '')",
-                   [(f"u{i}", "h", "x" * 500) for i in range(200)])
-    db.commit()
-    db.close()
+    """A real database of its kind whose first pages after the header (the tables read at
+    start) are overwritten with noise."""
+    if path.name == "history.sqlite":
+        SqliteHistory(path).close()
+    else:
+        NotesStore(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     rng = random.Random(7)
     with path.open("r+b") as f:
         f.seek(4096)

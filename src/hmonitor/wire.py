@@ -2,6 +2,12 @@
 
 Imported by the agent and the dashboard alike, so it imports neither.
 
+GPU names: a GPU the driver lost is reported, not dropped, with a name starting ``GPU lost:``
+and the reason; simulated GPUs (demos) have names starting ``Simulated ``.
+
+Expiry: ``ProcInfo.expiration`` is 0 when unknown, 1 when the account never expires, otherwise the
+expiry as Unix seconds (2 for "expired on day 0", as 0 and 1 are taken).
+
 uids: ``ProcInfo.uid`` is ``int32`` in the spec's proto, but Linux uids are unsigned 32-bit
 (``uid_t``), and container runtimes hand out uids above 2^31 (user-namespace ranges). The spec's Go
 agent sends ``int32(uid)``, the 32-bit two's complement; we do the same, losslessly, and the
@@ -11,8 +17,27 @@ dashboard decodes it. ``(uid_t)-1`` (4294967295) is reserved by POSIX ("no uid")
 
 from __future__ import annotations
 
+LOST_PREFIX = "GPU lost:"
+SIMULATED_PREFIX = "Simulated "
+
+EXPIRATION_UNKNOWN = 0
+EXPIRATION_NEVER = 1
+EXPIRED_AT_EPOCH = 2
+
 UNKNOWN_UID = -1
 """``ProcInfo.uid`` when the agent could not find the process's owner."""
+
+
+def lost_gpu_name(reason: str) -> str:
+    return f"{LOST_PREFIX} {reason}"
+
+
+def is_lost(name: str) -> bool:
+    return name.startswith(LOST_PREFIX)
+
+
+def is_simulated(name: str) -> bool:
+    return name.startswith(SIMULATED_PREFIX)
 
 _UID_SPAN = 1 << 32  # uid_t is unsigned 32-bit on Linux
 _INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1

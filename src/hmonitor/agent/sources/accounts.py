@@ -1,7 +1,7 @@
-"""Account expiry from /etc/shadow, with the meanings of ``ProcInfo.expiration``.
+"""Account expiry from /etc/shadow, as ``ProcInfo.expiration`` (codes in ``hmonitor.wire``).
 
-0 = unknown (user absent, file unreadable), 1 = never expires (empty expiry field),
-anything else = the expiry as Unix seconds (shadow stores days since 1970-01-01).
+Unknown when the user is absent or the file unreadable, never for an empty expiry field,
+otherwise the expiry as Unix seconds (shadow stores days since 1970-01-01).
 """
 
 from __future__ import annotations
@@ -10,14 +10,13 @@ import logging
 import os
 import threading
 
+from hmonitor.wire import EXPIRATION_NEVER as NEVER
+from hmonitor.wire import EXPIRATION_UNKNOWN as UNKNOWN
+from hmonitor.wire import EXPIRED_AT_EPOCH
+
 log = logging.getLogger(__name__)
 
-UNKNOWN = 0
-NEVER = 1
-# Day 0 means "expired on 1970-01-01", i.e. Unix time 0, but 0 and 1 already mean
-# "unknown" and "never" on the wire. 2 (two seconds after the epoch) is the closest
-# value that still reads as "expired long ago".
-EXPIRED_AT_EPOCH = 2
+__all__ = ["EXPIRED_AT_EPOCH", "NEVER", "UNKNOWN", "ShadowExpiry", "parse_shadow"]
 
 _SECONDS_PER_DAY = 86400
 _UINT64_MAX = (1 << 64) - 1

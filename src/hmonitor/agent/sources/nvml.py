@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import pynvml
 
 from hmonitor.agent.sources.gpu import GpuProcess, GpuReading, GpuUnavailable
+from hmonitor.wire import lost_gpu_name
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ class NvmlSource:
         try:
             handle = _query(pynvml.nvmlDeviceGetHandleByIndex, index, default=None)
             if handle is None:
-                return GpuReading(index=index, name="GPU lost: no handle", lost=True)
+                return GpuReading(index=index, name=lost_gpu_name("no handle"), lost=True)
             name = _query(pynvml.nvmlDeviceGetName, handle, default="")
             util = _query(pynvml.nvmlDeviceGetUtilizationRates, handle, default=None)
             mem = _query(pynvml.nvmlDeviceGetMemoryInfo, handle, default=None)
@@ -126,7 +127,7 @@ class NvmlSource:
             processes = self._processes(handle)
         except _GpuFailed as err:
             log.warning("GPU %d: %s", index, err)
-            return GpuReading(index=index, name=f"GPU lost: {err}", lost=True)
+            return GpuReading(index=index, name=lost_gpu_name(str(err)), lost=True)
         return GpuReading(
             index=index,
             name=name if isinstance(name, str) else name.decode(errors="replace"),

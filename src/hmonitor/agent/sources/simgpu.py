@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hmonitor.agent.sources.gpu import GpuProcess, GpuReading
+from hmonitor.wire import SIMULATED_PREFIX as SIM_PREFIX
 
-SIM_PREFIX = "Simulated "
 _GIB = 1 << 30
 _USERS = ("alice", "bob", "chen", "dmitri", "eva", "farah", "guo", "hana")
 _PROGRAMS = ("python", "python3", "torchrun", "train.py", "jupyter-kernel", "ollama")

@@ -25,19 +25,30 @@ aged-out rows. A `maintain` call takes one piece of each kind of work that is du
 (roll-up, compaction, retention) until its budget is spent, so no kind starves another however
 big the rounds are; `done` is False while work is left, and the caller comes back sooner.
 
-Size bound, measured by bench/history.py (1,000 hosts x 8 GPUs x 12-13 processes = 100,000
-processes a round at 10 s, on 2 cores, maintenance as `HistoryFeature` schedules it):
+Size bound (measured on 2 cores by bench/history.py, 1,000 hosts x 8 GPUs x 12-13 processes =
+100,000 processes a round at 10 s, and bench/history_soak.py, a month of 25 hosts x 8 GPUs):
 
-* the head never holds more than the open 10-minute slice plus about 5 minutes of rounds
-  (at most ~15 minutes: ~50 bytes per process-row, so ~450 MB at 100,000 processes; its
-  pages are reused once compacted, so the file does not grow by it);
-* a compacted process-sample costs about 1.5 bytes in chunks, a GPU-sample about 2.5 bytes;
-* rollups cost about 60 bytes per GPU-minute while the 1-minute level is kept (`minute_days`),
-  plus per-user and per-GPU-user rows.
+* Head: the open 10-minute slice plus what maintenance has not caught up with, at most about
+  15 minutes of rounds while it keeps up (at 100,000 processes a round: at most 77 rounds,
+  12.8 minutes, with `HistoryFeature` maintaining at every round while behind). A round costs
+  there ~32 bytes per process and ~38 per GPU (3.5 MB at 100,000 processes, so ~270 MB at the
+  worst moment); compacted pages are reused, so the file does not grow by it.
+* Raw samples in chunks, kept `raw_days`: about 3 bytes per GPU-sample and 0.4-1 per
+  process-sample (a series compresses to what changes in it).
+* Roll-ups: about 44 bytes per bucket row; with the default retention (1-minute buckets 30
+  days, 10-minute 90, hours 365) ~65,000 rows, ~2.9 MB, per GPU, ~2 MB per host, and ~20 %
+  more for per-user and per-GPU-user accounting.
 
-So the file holds about: head + raw_days x samples a day x bytes each + the rollups. A lab of 100
-hosts x 8 GPUs with ~1,500 processes at 10 s: ~1.5 GB with the defaults (10 raw days, 30 days of
-1-minute buckets). See README.md, "History".
+So a GPU costs about 3 MB after a year with the defaults (0.25 MB of it raw samples at 10 s),
+plus ~35 KB per process running at a time (its 10 days of raw samples): a lab of 100 hosts x 8
+GPUs ends near 3 GB, 1,000 hosts with 100,000 processes near 35 GB. The file stops growing once
+the longest-kept level starts cutting (the soak, with retention of 5/10/15/20 days: flat at
+~240 MB from day 20).
+
+At 100,000 processes a round, ingest (~1.1 s a round on one core) is the limit, not
+maintenance (compaction moves ~150,000 process rows a second); past some 500,000 processes a
+round at 10 s the poller would skip rounds. Few huge hosts give the same rows as many small
+ones (the poller caps an agent at 64 GPUs and 256 processes per GPU).
 
 Concurrency: one writer (the poller thread calls `ingest` and `maintain`), any number of readers;
 each reading thread gets its own connection and reads one consistent snapshot per call (WAL).
@@ -99,6 +110,7 @@ _FEW_ROWS = 20_000
 _ROLL_ROWS = 100_000  # head rows rolled up per piece (at least one minute of rounds)
 _COMPACT_ROWS = 50_000  # head rows compacted per piece (at least one series' slice)
 _RETAIN_ROWS = 50_000  # aged-out rows deleted per piece
+_STACKS_EVERY = 2 * 60_000  # save the idle rule's stacks at most this often (of data time)
 
 _K_HOST, _K_GPU, _K_PROC, _K_DISK = 0, 1, 2, 3
 # Per chunk kind: head table, key column, the other columns (the blob's columns), blob order.
@@ -408,6 +420,12 @@ class SqliteHistory:
         self._stacks_as_of: int | None = None  # live_gpu holds stacks as of this (None: unknown)
         self._retain_next: int | None = None  # next retention target in this call's pass
         self._retain_cuts: dict[int, int] = {}
+        self._retain_levels: set[int] = set()  # levels this pass deletes at (0: raw chunks)
+        # Per level, the cut its last finished pass deleted up to, and the levels that got rows
+        # at or below that since (a backlog rolled up or compacted late): a level is deleted
+        # at again only when its cut passes a new bucket, or it is dirty.
+        self._retain_done: dict[int, int] = {}
+        self._retain_dirty: set[int] = set()
         try:
             self._w = self._connect(readonly=False)
         except (sqlite3.Error, OSError) as err:
@@ -1029,6 +1047,7 @@ class SqliteHistory:
             (MINUTE, MINUTE, a, b))
         w.execute("DELETE FROM h_user WHERE t >= ? AND t < ?", (a, b))
         self._set_meta(w, "roll_wm", b)
+        self._dirty(MINUTE, a)
 
     def _fold(self, a: int, b: int) -> None:
         """Add the 1-minute buckets with a <= t < b (within one 10-minute bucket, hence one
@@ -1076,6 +1095,8 @@ class SqliteHistory:
                 (lvl, start, stretch))
         w.execute("DELETE FROM h_gpu_user WHERE t = ?", (stretch,))
         self._set_meta(w, "coarse_wm", b)
+        self._dirty(TEN_MINUTES, stretch)
+        self._dirty(HOUR, hour)
 
     def _compact_piece(self) -> _Piece:
         """One piece of compaction: the next series of the oldest closed slice, as many as come
@@ -1180,6 +1201,7 @@ class SqliteHistory:
             moved += len(series[0])
             blobs.append((kind, k, a, max(series[0]), _codec.encode(series)))
         w.executemany("INSERT INTO chunk VALUES (?, ?, ?, ?, ?)", blobs)
+        self._dirty(0, a)
         w.execute(f"DELETE FROM {table} WHERE t IN (SELECT t FROM h_round WHERE t >= ? AND t < ?)"
                   f"{keys}", (a, b, *args))
         return moved
@@ -1200,20 +1222,36 @@ class SqliteHistory:
         )
         self._stacks_as_of = as_of
 
+    def _dirty(self, level: int, t: int) -> None:
+        """Rows at `level` starting at t were just written: if t is at or below the cut the
+        level was last deleted up to, retention must look again (harmless if rolled back)."""
+        done = self._retain_done.get(level)
+        if done is not None and t <= done:
+            self._retain_dirty.add(level)
+
     def _retain_piece(self, now_ms: int) -> _Piece:
-        """One piece of retention: move the floors (first piece of a call), then delete up to
-        _RETAIN_ROWS aged-out rows, target after target (`_retain_targets`)."""
+        """One piece of retention. The first of a call moves the floors (always: readers hide
+        what is below them) and picks the levels with something new to delete; then each
+        piece deletes up to _RETAIN_ROWS aged-out rows, target after target."""
         i = self._retain_next
         if i is None:
             return _Piece()
 
-        def work() -> tuple[int, int]:
+        def work() -> tuple[int, int, int]:
             w = self._w
             j = i
             if j == 0:
-                self._retain_cuts = self._set_floors(now_ms)
-                self._save_stacks()  # keeps the head replay of readers short
-            targets = self._retain_targets(self._retain_cuts)
+                self._retain_cuts = cuts = self._set_floors(now_ms)
+                self._retain_levels = {
+                    lvl for lvl, cut in cuts.items()
+                    if lvl in self._retain_dirty or lvl not in self._retain_done
+                    or _floor_to(cut, lvl or CHUNK)
+                    > _floor_to(self._retain_done[lvl], lvl or CHUNK)
+                }
+                if (self._last_t is not None and (self._stacks_as_of is None
+                        or self._last_t - self._stacks_as_of >= _STACKS_EVERY)):
+                    self._save_stacks()  # keeps the head replay of readers short
+            targets = self._retain_targets(self._retain_cuts, self._retain_levels)
             left = _RETAIN_ROWS
             deleted = 0
             while j < len(targets):
@@ -1224,12 +1262,16 @@ class SqliteHistory:
                 if left <= 0:
                     break  # this target may have more
                 j += 1
-            return deleted, j
+            return deleted, j, len(targets)
 
-        (deleted, j), secs = self._timed_tx(work)
-        finished = j >= len(self._retain_targets(self._retain_cuts))
-        self._retain_next = None if finished else j
-        return _Piece(deleted, not finished, secs, 1)
+        (deleted, j, total), secs = self._timed_tx(work)
+        if j < total:
+            self._retain_next = j
+            return _Piece(deleted, True, secs, 1)
+        self._retain_next = None
+        self._retain_done.update({lvl: self._retain_cuts[lvl] for lvl in self._retain_levels})
+        self._retain_dirty -= self._retain_levels
+        return _Piece(deleted, False, secs, 1)
 
     def _set_floors(self, now_ms: int) -> dict[int, int]:
         """Move the retention floors (never back); returns per level (0: raw) the cut: a raw
@@ -1249,18 +1291,23 @@ class SqliteHistory:
         return {0: floors[0] - CHUNK, **{lvl: floors[lvl] - lvl for lvl in GPU_LEVELS}}
 
     @staticmethod
-    def _retain_targets(cuts: dict[int, int]) -> list[tuple[str, tuple[int, ...]]]:
-        """Deletes of aged-out rows, each taking a row limit as its last argument. Each reaches
-        its rows through the series keys (the tables are keyed kind or level, series, time), so
-        finding nothing to delete costs one seek per series."""
+    def _retain_targets(
+        cuts: dict[int, int], levels: set[int]
+    ) -> list[tuple[str, tuple[int, ...]]]:
+        """Deletes of aged-out rows at `levels` (0: raw chunks), each taking a row limit as its
+        last argument. Each reaches its rows through the series keys (the tables are keyed
+        kind or level, series, time), so finding nothing costs one seek per series."""
         out: list[tuple[str, tuple[int, ...]]] = []
-        for kind in _KINDS:
-            keys, col = _KEY_TABLE[kind]
-            out.append((
-                "DELETE FROM chunk WHERE rowid IN (SELECT c.rowid FROM"
-                f" {keys} k CROSS JOIN chunk c ON c.kind = ? AND c.key = k.{col} AND c.t0 <= ?"
-                " LIMIT ?)", (kind, cuts[0])))
+        if 0 in levels:
+            for kind in _KINDS:
+                keys, col = _KEY_TABLE[kind]
+                out.append((
+                    "DELETE FROM chunk WHERE rowid IN (SELECT c.rowid FROM"
+                    f" {keys} k CROSS JOIN chunk c ON c.kind = ? AND c.key = k.{col}"
+                    " AND c.t0 <= ? LIMIT ?)", (kind, cuts[0])))
         for lvl in GPU_LEVELS:
+            if lvl not in levels:
+                continue
             cut = cuts[lvl]
             for table, keys, col in (("gpu_roll", "gpu", "gid"), ("host_roll", "host", "hid"),
                                      ("disk_roll", "disk", "did")):

@@ -54,8 +54,9 @@ from _agents_farm import make_host_info, raise_nofile  # noqa: E402
 from _table import print_table  # noqa: E402
 
 from hmonitor._pb import hm_pb2, hm_pb2_grpc  # noqa: E402
-from hmonitor.web import create_app  # noqa: E402
-from hmonitor.web.poller import HostState, Poller  # noqa: E402
+from hmonitor.web.app import create_app  # noqa: E402
+from hmonitor.web.hoststate import HostState  # noqa: E402
+from hmonitor.web.poller import Poller  # noqa: E402
 from hmonitor.web.settings import Settings  # noqa: E402
 
 TIMEOUT = 3.0  # the poller's deadline per call (the settings default)

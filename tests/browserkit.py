@@ -25,8 +25,9 @@ import pytest
 from flask import Flask
 
 from hmonitor._pb import hm_pb2, hm_pb2_grpc
-from hmonitor.web import create_app, get_state
+from hmonitor.web.app import create_app
 from hmonitor.web.settings import load_settings
+from hmonitor.web.state import get_state
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -177,7 +178,7 @@ def page(browser: Any, dashboard: Dashboard) -> Iterator[tuple[Any, Watch]]:
     pg.set_default_timeout(15_000)
     watch = Watch(pg)
     try:
-        log_in(pg, dashboard.url, ready="article[data-host='gpu-a']")
+        log_in(pg, dashboard.url, ready="article[data-k='gpu-a']")
         yield pg, watch
     finally:
         context.close()

@@ -79,18 +79,18 @@ def test_sees_the_hosts_and_the_down_host_in_red(
     page: tuple[Any, Watch], dashboard: Dashboard
 ) -> None:
     pg, watch = page
-    a = text(pg, "article[data-host='gpu-a']")
+    a = text(pg, "article[data-k='gpu-a']")
     assert "10.20.0.11" in a and "gpu-a.lab" in a
     assert "alice (62 GiB, 2100-01-01)" in a
     assert "bob \u00d72 (22 GiB, expired)" in a
     assert "uid 31337 (7.5 GiB, unknown)" in a
-    b = text(pg, "article[data-host='gpu-b']")
+    b = text(pg, "article[data-k='gpu-b']")
     assert "GPU lost: Unknown Error" in b and "dave (33 GiB, never)" in b
 
-    down = pg.locator("article[data-host='gpu-down']")
+    down = pg.locator("article[data-k='gpu-down']")
     assert "down" in (down.get_attribute("class") or "").split()
-    assert "connection refused" in text(pg, "article[data-host='gpu-down'] .err")
-    assert "never seen" in text(pg, "article[data-host='gpu-down'] .err")
+    assert "connection refused" in text(pg, "article[data-k='gpu-down'] .err")
+    assert "never seen" in text(pg, "article[data-k='gpu-down'] .err")
     red = down.evaluate("el => getComputedStyle(el.querySelector('h2')).color")
     r, g, bl = (int(x) for x in re.findall(r"\d+", red)[:3])
     assert r > 150 and g < 100 and bl < 100, f"down host name should be red, is {red}"
@@ -102,7 +102,7 @@ def test_sees_the_hosts_and_the_down_host_in_red(
 def served_text(pg: Any, dashboard: Dashboard, host: str) -> str:
     """The text of a host's panel as the server renders it, spaces removed."""
     server_html = pg.request.get(dashboard.url + "/").text()
-    served = re.search(rf'<article class="host up" data-host="{host}">.*?</article>',
+    served = re.search(rf'<article class="host up" data-k="{host}">.*?</article>',
                        server_html, re.S)
     assert served is not None
     words = re.sub(r"<[^>]+>", " ", served.group(0))
@@ -110,22 +110,60 @@ def served_text(pg: Any, dashboard: Dashboard, host: str) -> str:
 
 
 def live_text(pg: Any, host: str) -> str:
-    """The same panel as overview.js rebuilt it, less what overview-history.js adds to the
-    rows (sparklines, their column, and badges)."""
-    live = pg.locator(f"article[data-host='{host}']").evaluate(
+    """The same panel in the live page, less what sparklines.js adds to the rows (the
+    sparkline column)."""
+    live = pg.locator(f"article[data-k='{host}']").evaluate(
         "el => { const c = el.cloneNode(true);"
-        " c.querySelectorAll('.hogb').forEach(n => n.remove());"
         " c.querySelectorAll('.gpus :is(th, td):nth-child(8)')"
         ".forEach(n => n.replaceChildren());"
         " return c.textContent; }")
     return "".join(str(live).split())
 
 
-def test_live_page_matches_the_server_rendered_one_and_follows_the_agents(
+def markers(pg: Any) -> dict[str, str]:
+    """What a person checks on gpu-a and gpu-b, read off the page as shown."""
+    return {
+        "unknown owner": text(pg, "article[data-k='gpu-a'] tr[data-gpu='3'] td:nth-child(7)"),
+        "expired": text(pg, "article[data-k='gpu-a'] tr[data-gpu='1'] .exp-expired"),
+        "never": text(pg, "article[data-k='gpu-b'] tr[data-gpu='1'] .exp-never"),
+        "free": text(pg, "article[data-k='gpu-a'] tr.free[data-gpu='2'] td:nth-child(7)"),
+        "lost": text(pg, "article[data-k='gpu-b'] tr.lost[data-gpu='2']"),
+        "free count": text(pg, "article[data-k='gpu-a'] .freec"),
+    }
+
+
+def test_display_rules_read_the_same_before_and_after_a_live_refresh(
     page: tuple[Any, Watch], dashboard: Dashboard
 ) -> None:
     pg, watch = page
-    # overview.js rebuilt the panels from the API; they must read as the server's did.
+    expected = {
+        "unknown owner": "uid 31337 (7.5 GiB, unknown)",
+        "expired": "expired",
+        "never": "never",
+        "free": "free",
+        "lost": "2GPU lost: Unknown Error (GPU has fallen off the bus)",  # index, error
+        "free count": "1/4 free",
+    }
+    assert markers(pg) == expected
+    # Something else changes on both hosts: their panels are swapped in by the live refresh.
+    a, b = snapshot_a(), snapshot_b()
+    a.gpus[0].utilization, b.gpus[0].utilization = 41, 42
+    dashboard.agents["gpu-a"].info, dashboard.agents["gpu-b"].info = a, b
+    try:
+        expect(pg.locator("article[data-k='gpu-a'] tr[data-gpu='0']")).to_contain_text(
+            "41%", timeout=20_000)
+        expect(pg.locator("article[data-k='gpu-b'] tr[data-gpu='0']")).to_contain_text(
+            "42%", timeout=20_000)
+        assert markers(pg) == expected
+    finally:
+        dashboard.agents["gpu-a"].info, dashboard.agents["gpu-b"].info = snapshot_a(), snapshot_b()
+    assert watch.problems == []
+
+
+def test_live_refresh_swaps_in_the_servers_panel_and_follows_the_agents(
+    page: tuple[Any, Watch], dashboard: Dashboard
+) -> None:
+    pg, watch = page
     for host in ("gpu-a", "gpu-b"):
         assert live_text(pg, host) == served_text(pg, dashboard, host)
 
@@ -135,8 +173,9 @@ def test_live_page_matches_the_server_rendered_one_and_follows_the_agents(
     info.gpus[2].procs.append(_proc("zoe", 1999, 12.0))
     info.gpus[2].utilization = 77
     dashboard.agents["gpu-a"].info = info
-    expect(pg.locator("article[data-host='gpu-a']")).to_contain_text("zoe", timeout=20_000)
+    expect(pg.locator("article[data-k='gpu-a']")).to_contain_text("zoe", timeout=20_000)
     assert pg.evaluate("window.__marker") == 1, "the page must not have reloaded"
+    assert live_text(pg, "gpu-a") == served_text(pg, dashboard, "gpu-a")
     dashboard.agents["gpu-a"].info = snapshot_a()
     assert watch.problems == []
 
@@ -150,16 +189,47 @@ def test_an_agent_sending_too_much_is_shown_cut_and_marked_truncated(
     flood.gpus[1].procs.extend(_proc(f"u{i}", 5000 + i, 0.1) for i in range(1000))
     dashboard.agents["gpu-b"].info = flood
     try:
-        panel = pg.locator("article[data-host='gpu-b']")
+        panel = pg.locator("article[data-k='gpu-b']")
         expect(panel.locator(".tag.cut")).to_have_text("truncated", timeout=20_000)
-        said = text(pg, "article[data-host='gpu-b'] p.cut")
+        said = text(pg, "article[data-k='gpu-b'] p.cut")
         assert "GPU name: 5,000,007 characters, cut to 128" in said
         assert "GPU 1: 1,001 processes, the 256 using most memory shown" in said
         assert live_text(pg, "gpu-b") == served_text(pg, dashboard, "gpu-b")
         assert len(pg.request.get(dashboard.url + "/").body()) < 200_000
     finally:
         dashboard.agents["gpu-b"].info = snapshot_b()
-    expect(pg.locator("article[data-host='gpu-b'] .tag.cut")).to_have_count(0, timeout=20_000)
+    expect(pg.locator("article[data-k='gpu-b'] .tag.cut")).to_have_count(0, timeout=20_000)
+    assert watch.problems == []
+
+
+def test_the_cluster_map_shows_a_tile_per_host_and_the_panel_on_hover(
+    page: tuple[Any, Watch], dashboard: Dashboard
+) -> None:
+    pg, watch = page
+    pg.select_option("#view", "map")
+    expect(pg.locator("#hosts.map > a.tile")).to_have_count(3)
+    assert "view=map" in pg.url
+    a = pg.locator(".tile[data-k='gpu-a']")
+    assert text(pg, ".tile[data-k='gpu-a'] .fc") == "1/4"
+    cells = a.locator(".cells i")
+    assert [cells.nth(i).get_attribute("class") for i in range(4)] == [
+        "u9", "u6 x", "free", "u2"]  # 97 %, 64 % with an expired owner, free, 23 %
+    assert "down" in (pg.locator(".tile[data-k='gpu-down']").get_attribute("class") or "")
+    a.hover()
+    expect(pg.locator(".card article[data-k='gpu-a']")).to_be_visible()
+    assert "alice (62 GiB, 2100-01-01)" in text(pg, ".card")
+    # A change on the host reaches its tile with the next refresh.
+    info = snapshot_a()
+    info.gpus[2].procs.append(_proc("zoe", 1999, 12.0))
+    info.gpus[2].utilization = 77
+    dashboard.agents["gpu-a"].info = info
+    try:
+        expect(cells.nth(2)).to_have_class("u7", timeout=20_000)
+        expect(pg.locator(".tile[data-k='gpu-a'] .fc")).to_have_text("0/4")
+    finally:
+        dashboard.agents["gpu-a"].info = snapshot_a()
+    pg.select_option("#view", "auto")
+    expect(pg.locator("#hosts.panels > article")).to_have_count(3)
     assert watch.problems == []
 
 
@@ -167,13 +237,13 @@ def test_filters_by_user_in_place_and_in_the_url(page: tuple[Any, Watch]) -> Non
     pg, watch = page
     pg.fill("input[name=user]", "carol")
     expect(pg.locator("#hosts article")).to_have_count(1)
-    assert pg.locator("#hosts article").get_attribute("data-host") == "gpu-b"
-    assert pg.locator("article[data-host='gpu-b'] tbody tr").count() == 1
+    assert pg.locator("#hosts article").get_attribute("data-k") == "gpu-b"
+    assert pg.locator("article[data-k='gpu-b'] tbody tr").count() == 1
     expect(pg.locator("#hosts .hit")).to_have_text(re.compile(r"^carol \("))
     assert "user=carol" in pg.url
     # The filter survives a reload (and is then applied by the server).
     pg.reload()
-    pg.wait_for_selector("article[data-host='gpu-b']")
+    pg.wait_for_selector("article[data-k='gpu-b']")
     assert pg.input_value("input[name=user]") == "carol"
     assert pg.locator("#hosts article").count() == 1
     pg.fill("input[name=user]", "")
@@ -199,9 +269,9 @@ def test_notes_notice_theme_and_screenshot(page: tuple[Any, Watch], dashboard: D
     assert text(pg, "#notice-text") == "gpu-down is in for repair until Monday."
 
     pg.click("nav >> text=Overview")
-    pg.wait_for_selector("article[data-host='gpu-a'] .notes")
+    pg.wait_for_selector("article[data-k='gpu-a'] .notes")
     assert "alice fine-tuning until Friday, please leave GPU 0 <3" in text(
-        pg, "article[data-host='gpu-a'] .notes")
+        pg, "article[data-k='gpu-a'] .notes")
     assert "repair until Monday" in text(pg, "#notice-text")
     expect(pg.locator("#updated")).to_have_text(re.compile("^live"))
 

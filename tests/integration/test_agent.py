@@ -23,7 +23,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from hmonitor._pb import hm_pb2
 from hmonitor.agent import cli as agent_cli
-from hmonitor.web.jsonview import proc_to_dict
+from hmonitor.web.api.jsonview import proc_to_dict
 from hmonitor.wire import decode_uid, encode_uid, owner_label
 
 GIB = 1 << 30

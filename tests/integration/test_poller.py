@@ -25,13 +25,13 @@ import pytest
 
 from hmonitor._pb import hm_pb2, hm_pb2_grpc
 from hmonitor.web.bounds import CUT_MARK, LIMITS
-from hmonitor.web.poller import (
-    HostState,
-    Poller,
+from hmonitor.web.channels import (
     credentials_from_settings,
     default_channel_factory,
     describe_rpc_error,
 )
+from hmonitor.web.hoststate import HostState
+from hmonitor.web.poller import Poller
 from hmonitor.web.settings import Settings
 
 TIMEOUT = 0.5  # the deadline per call in these tests

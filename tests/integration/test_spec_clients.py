@@ -23,7 +23,7 @@ from grpc_tools import protoc
 from hmonitor._pb import hm_pb2
 from hmonitor.web.history import SqliteHistory
 from hmonitor.web.history_service import HistoryService, start_history_server
-from hmonitor.web.poller import HostState
+from hmonitor.web.hoststate import HostState
 
 ROOT = Path(__file__).resolve().parents[2]
 GIB = 1 << 30

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_web_support import TOKEN, cluster, make_app
 
-from hmonitor.web.history_api import get_history
 from hmonitor.web.params import BadParam, choice_param, float_param, int_param
+from hmonitor.web.state import get_state
 
 # Each endpoint with its query parameters.
 ENDPOINTS = {
@@ -45,7 +45,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
     app = make_app(Path(tmp_path_factory.mktemp("params")), states)
     start = time.time() - 600
     for k in range(60):
-        get_history(app).on_round(states, start + 10 * k)
+        get_state(app).history.on_round(states, start + 10 * k)
     yield app
 
 

@@ -24,7 +24,7 @@ def test_readme_commands_exist() -> None:
 
 
 def test_security_doc_states_the_limits_the_code_applies() -> None:
-    from hmonitor.web import MAX_BODY_BYTES  # noqa: PLC0415
+    from hmonitor.web.app import MAX_BODY_BYTES  # noqa: PLC0415
     from hmonitor.web.bounds import LIMITS  # noqa: PLC0415
     from hmonitor.web.settings import DEFAULT_FAILED_LOGIN_LIMIT  # noqa: PLC0415
 

@@ -28,8 +28,8 @@ from test_web_support import (
     write_settings,
 )
 
-from hmonitor.web import get_state
-from hmonitor.web.poller import HostState
+from hmonitor.web.hoststate import HostState
+from hmonitor.web.state import get_state
 
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 

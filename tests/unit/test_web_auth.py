@@ -28,7 +28,7 @@ from test_web_support import (
 
 from hmonitor._pb import hm_pb2
 from hmonitor.web.auth import CONTENT_SECURITY_POLICY, SECRET_FILE
-from hmonitor.web.poller import HostState
+from hmonitor.web.hoststate import HostState
 
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 PAGES = ["/", "/notes", "/notes?user=alice&host=gpu01", "/?user=alice&free=1"]
@@ -84,7 +84,7 @@ def test_login_page_and_static_files_are_public(client: FlaskClient) -> None:
     page = client.get("/login")
     assert page.status_code == 200
     assert 'name="token"' in page.text
-    for path in ("/static/hmonitor.css", "/static/overview.js"):
+    for path in ("/static/hmonitor.css", "/static/live.js"):
         with client.get(path) as resp:
             assert resp.status_code == 200
 

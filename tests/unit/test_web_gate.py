@@ -23,7 +23,7 @@ from test_web_support import (
     make_app,
 )
 
-from hmonitor.web.poller import HostState
+from hmonitor.web.hoststate import HostState
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 PUBLIC = {"static", "auth.login"}

@@ -19,9 +19,9 @@ from flask.testing import FlaskClient
 from google.protobuf import json_format
 
 from hmonitor._pb import hm_pb2
-from hmonitor.web import create_app
-from hmonitor.web.jsonview import host_info_to_dict
-from hmonitor.web.poller import HostState
+from hmonitor.web.api.jsonview import host_info_to_dict
+from hmonitor.web.app import create_app
+from hmonitor.web.hoststate import HostState
 from hmonitor.web.settings import load_settings
 
 TOKEN = "s3cret-token"

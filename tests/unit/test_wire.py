@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from hmonitor._pb import hm_pb2
 from hmonitor.web import owner
-from hmonitor.web.jsonview import proc_to_dict
+from hmonitor.web.api.jsonview import proc_to_dict
 from hmonitor.wire import UNKNOWN_UID, decode_uid, encode_uid, owner_label
 
 UID_MAX = (1 << 32) - 2  # (uid_t)-1 = 2^32-1 is POSIX's "no uid"

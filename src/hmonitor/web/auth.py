@@ -42,8 +42,8 @@ from limits import RateLimitItem, parse
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
-from hmonitor.web import get_state
 from hmonitor.web.sessions import Session, SessionStore
+from hmonitor.web.state import get_state
 
 SECRET_FILE = "secret.key"
 _PUBLIC_ENDPOINTS = frozenset({"auth.login", "static"})
@@ -147,7 +147,7 @@ def _safe_next(target: str | None) -> str:
     if (target and target.startswith("/") and not target.startswith("//")
             and "\\" not in target and target.isprintable() and " " not in target):
         return target
-    return url_for("views.overview")
+    return url_for("pages.overview")
 
 
 def _unauthorized() -> ResponseReturnValue:

@@ -20,8 +20,9 @@ from types import FrameType
 
 import waitress
 
-from hmonitor.web import MAX_BODY_BYTES, WebState, create_app, get_state
+from hmonitor.web.app import MAX_BODY_BYTES, create_app
 from hmonitor.web.settings import SettingsError, load_settings
+from hmonitor.web.state import WebState, get_state
 from hmonitor.web.storage import StorageError
 
 log = logging.getLogger("hmonitor.web")

@@ -1,11 +1,30 @@
-"""The poller's view of one host, as Protocols: pages, API and history store read any object of
-this shape (the real ``hmonitor.web.poller.HostState``, or a fake in tests and benchmarks)."""
+"""The poller's view of the hosts: ``HostState``, what the poller last saw of one host, and the
+Protocols pages, API and history read it through (so tests and benchmarks can hand them fakes).
+
+Domain code: no gRPC, no Flask."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from hmonitor._pb import hm_pb2
+
+
+@dataclass(frozen=True)
+class HostState:
+    """One host as the poller last saw it."""
+
+    name: str
+    address: str
+    up: bool  # the last call succeeded
+    error: str  # "" when fine; why it is down; "agent: ..." when up but HostInfo.err is set
+    last_seen: float | None  # Unix time of the last good snapshot
+    rtt_ms: float | None  # round trip of the last good call
+    info: hm_pb2.HostInfo | None  # the last good snapshot, kept while the host is down
+    polled_at: float | None  # Unix time the last attempt finished
+    truncated: tuple[str, ...] = ()  # what bounds.py cut from `info`, in words
 
 
 class HostSample(Protocol):
@@ -34,3 +53,13 @@ class HostStateLike(HostSample, Protocol):
     def polled_at(self) -> float | None: ...
     @property
     def truncated(self) -> tuple[str, ...]: ...  # what the poller cut from `info`, in words
+
+
+class PollerLike(Protocol):
+    """The part of ``hmonitor.web.poller.Poller`` the dashboard uses."""
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def hosts(self) -> list[Any]: ...  # list[HostStateLike]; Any keeps list invariance out
+    def host(self, name: str) -> Any: ...  # HostStateLike | None
+    def set_servers(self, servers: Mapping[str, str]) -> Any: ...

@@ -3,9 +3,11 @@
 (function () {
   "use strict";
 
-  function getJSON(path, params) {
+  // params: an object or URLSearchParams; signal: an AbortSignal, to cancel a stale request.
+  function getJSON(path, params, signal) {
     var url = params ? path + "?" + new URLSearchParams(params).toString() : path;
-    return fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+    return fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" },
+                        signal: signal })
       .then(function (resp) {
         if (resp.status === 401) {
           location.assign("/login?next=" + encodeURIComponent(location.pathname + location.search));

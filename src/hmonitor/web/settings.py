@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 import difflib
-import math
 import os
 import runpy
 import traceback
@@ -20,7 +19,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from limits import parse_many as parse_rates
+from hmonitor.web.settings_checks import (
+    check_address,
+    check_percent,
+    check_positive,
+    check_rate,
+    check_secret,
+    check_server_name,
+    check_str,
+    describe,
+    dir_checker,
+    file_checker,
+    split_address,
+)
 
 __all__ = ["KNOWN_KEYS", "Settings", "SettingsError", "load_settings", "split_address"]
 
@@ -74,33 +85,6 @@ KNOWN_KEYS: tuple[str, ...] = (
     "tls_key", "tls_server_name", "session_lifetime", "history_addr", "history_raw_days",
     "history_keep_days", "idle_util_threshold", "idle_minutes", "data_dir", "failed_login_limit",
 )
-
-
-def split_address(text: str) -> tuple[str, int]:
-    """`host:port` or `[v6]:port` -> (host, port); ValueError says what is wrong, in words."""
-    if not text or text != text.strip():
-        raise ValueError("expected 'host:port'")
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or not rest.startswith(":"):
-            raise ValueError("expected '[ipv6-address]:port'")
-        port_text = rest[1:]
-    else:
-        host, sep, port_text = text.rpartition(":")
-        if not sep:
-            raise ValueError("no port: expected 'host:port'")
-        if ":" in host:
-            raise ValueError("write an IPv6 address in brackets: '[addr]:port'")
-    if not host:
-        raise ValueError("no host name before the port")
-    if any(c.isspace() or c in "/?#@" for c in host):
-        raise ValueError(f"{host!r} is not a host name")
-    if not port_text.isdigit():
-        raise ValueError(f"port {port_text!r} is not a number")
-    port = int(port_text)
-    if not 1 <= port <= 65535:
-        raise ValueError(f"port {port} is outside 1-65535")
-    return host, port
 
 
 # --- loading --------------------------------------------------------------------------------------
@@ -215,22 +199,12 @@ class _Problems:
         )
 
 
-def _describe(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _is_number(value: Any) -> bool:
-    # bool is an int to Python, but `interval = True` is a mistake, not 1 second.
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _validate(
     file: Path, namespace: Mapping[str, Any], lines: Mapping[str, int], imported: set[str],
     repeated_servers: list[str],
 ) -> Settings:
     problems = _Problems(file, lines)
-    _check_unknown_names(namespace, imported, problems)
+    check_unknown_names(namespace, imported, problems)
     folder = file.parent
     values: dict[str, Any] = {}
 
@@ -240,7 +214,7 @@ def _validate(
     else:
         for problem in repeated_servers:
             problems.add("servers", problem)
-        checked = _check_servers(servers, problems)
+        checked = check_servers(servers, problems)
         if checked is not None:
             values["servers"] = checked
 
@@ -257,18 +231,18 @@ def _validate(
         else:
             values["token"] = token
 
-    _optional(namespace, "secret", values, problems, _check_secret)
+    _optional(namespace, "secret", values, problems, check_secret)
     for key in ("interval", "timeout", "session_lifetime", "history_raw_days",
                 "history_keep_days", "idle_minutes"):
-        _optional(namespace, key, values, problems, _check_positive)
-    _optional(namespace, "idle_util_threshold", values, problems, _check_percent)
-    _optional(namespace, "agent_token", values, problems, _check_str)
-    _optional(namespace, "tls_server_name", values, problems, _check_server_name)
-    _optional(namespace, "history_addr", values, problems, _check_address)
+        _optional(namespace, key, values, problems, check_positive)
+    _optional(namespace, "idle_util_threshold", values, problems, check_percent)
+    _optional(namespace, "agent_token", values, problems, check_str)
+    _optional(namespace, "tls_server_name", values, problems, check_server_name)
+    _optional(namespace, "history_addr", values, problems, check_address)
     for key in ("tls_ca", "tls_cert", "tls_key"):
-        _optional(namespace, key, values, problems, _file_checker(folder))
-    _optional(namespace, "data_dir", values, problems, _dir_checker(folder))
-    _optional(namespace, "failed_login_limit", values, problems, _check_rate)
+        _optional(namespace, key, values, problems, file_checker(folder))
+    _optional(namespace, "data_dir", values, problems, dir_checker(folder))
+    _optional(namespace, "failed_login_limit", values, problems, check_rate)
 
     # Keys that only make sense together.
     if ("tls_cert" in values) != ("tls_key" in values):
@@ -285,7 +259,7 @@ def _validate(
     return Settings(path=file, **values)
 
 
-def _check_unknown_names(
+def check_unknown_names(
     namespace: Mapping[str, Any], imported: set[str], problems: _Problems
 ) -> None:
     for name, value in namespace.items():
@@ -322,7 +296,7 @@ def _optional(
         values[key] = checked
 
 
-def _check_servers(servers: Any, problems: _Problems) -> dict[str, str] | None:
+def check_servers(servers: Any, problems: _Problems) -> dict[str, str] | None:
     if not isinstance(servers, Mapping):
         problems.add(
             "servers",
@@ -335,7 +309,7 @@ def _check_servers(servers: Any, problems: _Problems) -> dict[str, str] | None:
     checked: dict[str, str] = {}
     for name, address in servers.items():
         if not isinstance(name, str) or not name.strip():
-            problems.add("servers", f"host name {_describe(name)} must be a non-empty string")
+            problems.add("servers", f"host name {describe(name)} must be a non-empty string")
             continue
         if "/" in name or any(not c.isprintable() for c in name):
             # Names appear in URLs (/api/v1/hosts/<name>) and on the page.
@@ -346,7 +320,7 @@ def _check_servers(servers: Any, problems: _Problems) -> dict[str, str] | None:
         if not isinstance(address, str):
             problems.add(
                 "servers",
-                f"{name!r}: address must be a string 'host:port' (got {_describe(address)})",
+                f"{name!r}: address must be a string 'host:port' (got {describe(address)})",
             )
             continue
         try:
@@ -356,104 +330,3 @@ def _check_servers(servers: Any, problems: _Problems) -> dict[str, str] | None:
             continue
         checked[name] = address
     return checked
-
-
-def _check_str(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"must be a string (got {type(value).__name__})")
-    return value
-
-
-def _check_secret(value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"must be a string (got {type(value).__name__})")
-    if not value:
-        raise ValueError("is empty: remove the line to have a random secret generated and kept")
-    return value
-
-
-def _check_server_name(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = _check_str(value)
-    if not text or any(c.isspace() for c in text):
-        raise ValueError(f"{text!r} is not a host name")
-    return text
-
-
-def _check_address(value: Any) -> str:
-    text = _check_str(value)
-    try:
-        split_address(text)
-    except ValueError as err:
-        raise ValueError(f"bad address {text!r}: {err}") from None
-    return text
-
-
-def _check_rate(value: Any) -> str:
-    text = _check_str(value)
-    try:
-        rates = parse_rates(text)
-    except ValueError:
-        rates = []
-    if len(rates) != 1:
-        raise ValueError(f"{text!r} is not one rate like '10/minute' or '20 per hour'")
-    if rates[0].amount < 1:
-        raise ValueError(f"{text!r} allows no attempt at all: nobody could log in")
-    return text
-
-
-def _check_positive(value: Any) -> float:
-    if not _is_number(value):
-        raise ValueError(f"must be a number (got {_describe(value)})")
-    number = float(value)
-    if not math.isfinite(number) or number <= 0:
-        raise ValueError(f"must be greater than 0 (got {_describe(value)})")
-    return number
-
-
-def _check_percent(value: Any) -> float:
-    if not _is_number(value):
-        raise ValueError(f"must be a number (got {_describe(value)})")
-    number = float(value)
-    if not 0 <= number <= 100:
-        raise ValueError(f"must be a percentage between 0 and 100 (got {_describe(value)})")
-    return number
-
-
-def _as_path(value: Any, folder: Path) -> Path:
-    if not isinstance(value, str | os.PathLike) or not os.fspath(value):
-        raise ValueError(f"must be a path string (got {_describe(value)})")
-    path = Path(os.fspath(value)).expanduser()
-    # Relative paths are relative to the settings file, not to wherever the command was started.
-    return path if path.is_absolute() else folder / path
-
-
-def _file_checker(folder: Path) -> Callable[[Any], Path | None]:
-    def check(value: Any) -> Path | None:
-        if value is None:
-            return None
-        path = _as_path(value, folder)
-        if path.is_dir():
-            raise ValueError(f"{path} is a folder, not a file")
-        if not path.is_file():
-            raise ValueError(f"no such file: {path}")
-        if not os.access(path, os.R_OK):
-            raise ValueError(f"cannot read {path}")
-        return path
-
-    return check
-
-
-def _dir_checker(folder: Path) -> Callable[[Any], Path | None]:
-    def check(value: Any) -> Path | None:
-        if value is None:
-            return None
-        path = _as_path(value, folder)
-        if path.exists() and not path.is_dir():
-            raise ValueError(f"{path} exists and is not a folder")
-        return path
-
-    return check

@@ -20,7 +20,7 @@
 4. Load: 100,000 processes a round (1,000 hosts x 8 GPUs x 12-13 processes: a job's main
    process and its data-loader workers, sometimes two or three users sharing a GPU) every 10 s
    for 36 simulated minutes, so that three slices must be compacted; maintained exactly as
-   `HistoryFeature` does (`MaintainSchedule`: every 120 s, at every round while a call leaves
+   `HistoryRecorder` does (`MaintainSchedule`: every 120 s, at every round while a call leaves
    work). The first rounds go through `ingest` (timed; baseline: the spec's append); the rest
    through `_bulk_append`. Reports a maintenance call, its longest transaction, compaction per
    slice, the most rounds the head held, the file, and chunk bytes per sample. (A few huge
@@ -60,7 +60,7 @@ from _table import print_table  # noqa: E402
 
 from hmonitor._pb import hm_pb2  # noqa: E402
 from hmonitor.web.history import MaintainReport, SqliteHistory  # noqa: E402
-from hmonitor.web.history_feature import MaintainSchedule  # noqa: E402
+from hmonitor.web.history.recorder import MaintainSchedule  # noqa: E402
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -455,7 +455,7 @@ def chunk_bytes(path: Path) -> dict[int, tuple[int, int]]:
 
 def measure_big(hosts: int, minutes: float, real_rounds: int) -> dict[str, Any]:
     """100,000 processes a round (hosts x 8 GPUs x 12-13 processes) for `minutes` of simulated
-    rounds at 10 s, maintained as HistoryFeature does (MaintainSchedule). The first
+    rounds at 10 s, maintained as HistoryRecorder does (MaintainSchedule). The first
     `real_rounds` go through `ingest` (timed; baseline: the spec's append of each GPU's
     metrics, without processes); the rest through `_bulk_append` (the same rows, no protobuf
     decoding)."""
@@ -684,7 +684,7 @@ def main() -> None:
     print_table(
         f"History at {big['procs']:,} processes a round ({big_hosts:,} hosts x 8 GPUs x 12-13"
         f" processes, every 10 s, {big['minutes']:g} simulated minutes; maintained as"
-        " HistoryFeature does)",
+        " HistoryRecorder does)",
         ["metric", "hmonitor", "baseline", "target"],
         [
             [f"ingest 1 round (median of {big_real - 1}, through ingest)",

@@ -7,7 +7,7 @@ spells of 0.5-5 h), a job has 1-4 processes (a main one and data-loader workers)
 four shares its GPU with a second user, and a host goes down for 2-15 minutes about once a
 week. The first round goes through `ingest` (it names hosts, GPUs and disks); the rest go
 through `_bulk_append`, the same head rows without protobuf decoding. Maintenance is the
-store's real code: `maintain` as `HistoryFeature` schedules it (`MaintainSchedule`: every 120 s
+store's real code: `maintain` as `HistoryRecorder` schedules it (`MaintainSchedule`: every 120 s
 of simulated time, at every round while a call leaves work). Rounds reach the store in the
 batches between two maintenance calls.
 
@@ -48,7 +48,7 @@ from _table import print_table  # noqa: E402
 from history import END, Lab  # noqa: E402
 
 from hmonitor.web.history import MaintainReport, SqliteHistory  # noqa: E402
-from hmonitor.web.history_feature import MaintainSchedule  # noqa: E402
+from hmonitor.web.history.recorder import MaintainSchedule  # noqa: E402
 
 MB = 1e6
 DAY_MS = 86_400_000

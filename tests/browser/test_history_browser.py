@@ -5,7 +5,7 @@ As in test_dashboard_browser.py, with what tests/browserkit.py shares (its ``bro
 ``page`` fixtures included): in-test gRPC agents (one closed port for a down host), the real app
 with its real poller served by waitress on a free loopback port, Debian's Chromium driven by
 Playwright's sync API. Before the first round, a day of synthetic rounds at the polling interval
-(2 min) go through the same callback the poller calls (``HistoryFeature.on_round``), so the
+(2 min) go through the same callback the poller calls (``HistoryRecorder.on_round``), so the
 store, its rollups and the idle rule work as in production. Screenshots:
 ``artifacts/history-overview.png``, ``artifacts/gpu-detail.png``, ``artifacts/users.png``.
 """
@@ -100,7 +100,7 @@ def snapshots(k: int) -> dict[str, hm_pb2.HostInfo]:
 
 
 def seed(app: Flask, first: float) -> None:
-    feature = get_state(app).history
+    feature = get_state(app).recorder
     for k in range(ROUNDS):
         t = first + k * INTERVAL
         states = []
@@ -295,7 +295,7 @@ def test_sparklines_are_drawn_for_the_panels_on_screen_only(
     rounds = 24  # the last 48 minutes: every sparkline has a few points
     app = create_app(load_settings(tmp_path / "settings.py"),
                      poller=StaticPoller(big_cluster(now, 0)), start_poller=False)
-    feature = get_state(app).history
+    feature = get_state(app).recorder
     for k in range(rounds):
         t = now - (rounds - k) * INTERVAL
         feature.on_round(big_cluster(t, k), t)

@@ -4,7 +4,7 @@ file-permission override), a full disk (a small tmpfs) and damage found while ru
 
 Start-up must end in one `StorageError` line naming history.sqlite; at run time a round or a
 maintenance call that fails logs one line a minute (no traceback), loses nothing committed,
-shows in `HistoryFeature.fault`, and recovers by itself once writes work again.
+shows in `HistoryRecorder.fault`, and recovers by itself once writes work again.
 
 Mounting needs root (CI runs tests as root); the tests that mount are skipped otherwise, since
 chmod alone does not stop root and without root we cannot mount.
@@ -26,13 +26,13 @@ from pathlib import Path
 import pytest
 
 from hmonitor._pb import hm_pb2
-from hmonitor.web.history_feature import HistoryFeature
+from hmonitor.web.history.recorder import HistoryRecorder
 from hmonitor.web.settings import Settings
 from hmonitor.web.storage import StorageError
 
 GIB = 1 << 30
 T0 = 1_800_000_000.0 - 1_800_000_000.0 % 600
-LOGGER = "hmonitor.web.history_feature"
+LOGGER = "hmonitor.web.history.recorder"
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="mounting (and beating root's chmod) needs root")
 
@@ -65,9 +65,9 @@ def settings(folder: Path) -> Settings:
     return Settings(path=folder / "settings.py", servers={}, token="t", interval=10.0)
 
 
-def feature(folder: Path, clock: list[float] | None = None) -> HistoryFeature:
+def feature(folder: Path, clock: list[float] | None = None) -> HistoryRecorder:
     fault_clock = clock if clock is not None else [0.0]
-    return HistoryFeature(settings(folder), folder, fault_clock=lambda: fault_clock[0])
+    return HistoryRecorder(settings(folder), folder, fault_clock=lambda: fault_clock[0])
 
 
 def make_history(folder: Path, rounds: int = 80) -> None:
@@ -182,12 +182,12 @@ def test_read_only_file_in_a_writable_folder(tmp_path: Path) -> None:
 _OPEN_AS_PLAIN_USER = """
 import sys
 from pathlib import Path
-from hmonitor.web.history_feature import HistoryFeature
+from hmonitor.web.history.recorder import HistoryRecorder
 from hmonitor.web.settings import Settings
 from hmonitor.web.storage import StorageError
 folder = Path(sys.argv[1])
 try:
-    HistoryFeature(Settings(path=folder / "settings.py", servers={}, token="t"), folder)
+    HistoryRecorder(Settings(path=folder / "settings.py", servers={}, token="t"), folder)
 except StorageError as err:
     print(err)
     sys.exit(3)
@@ -237,7 +237,7 @@ def fill(folder: Path) -> Path:
     return filler
 
 
-def gpu_times(f: HistoryFeature, host: str = "h0", gpu: int = 0) -> list[float]:
+def gpu_times(f: HistoryRecorder, host: str = "h0", gpu: int = 0) -> list[float]:
     return [s[0] for s in f.store.raw_samples(host, gpu, 0, T0 + 86_400)]
 
 

@@ -22,7 +22,7 @@ from grpc_tools import protoc
 
 from hmonitor._pb import hm_pb2
 from hmonitor.web.history import SqliteHistory
-from hmonitor.web.history_service import HistoryService, start_history_server
+from hmonitor.web.history.service import HistoryService, start_history_server
 from hmonitor.web.hoststate import HostState
 
 ROOT = Path(__file__).resolve().parents[2]

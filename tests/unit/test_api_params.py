@@ -45,7 +45,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
     app = make_app(Path(tmp_path_factory.mktemp("params")), states)
     start = time.time() - 600
     for k in range(60):
-        get_state(app).history.on_round(states, start + 10 * k)
+        get_state(app).recorder.on_round(states, start + 10 * k)
     yield app
 
 

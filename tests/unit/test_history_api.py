@@ -35,7 +35,7 @@ def app(tmp_path: Path) -> Flask:
     )
     states = [up("gpu_a", host), down("gpu_b", "connection refused", last_seen=time.time() - 99)]
     app = make_app(tmp_path, states, idle_minutes=5, interval=INTERVAL)
-    feature = get_state(app).history
+    feature = get_state(app).recorder
     start = time.time() - ROUNDS * INTERVAL
     for k in range(ROUNDS):
         feature.on_round(states, start + k * INTERVAL)
@@ -162,7 +162,7 @@ def test_unknown_owners_have_one_name(tmp_path: Path) -> None:
     app = make_app(tmp_path, [up("gpu_c", host)], interval=INTERVAL)
     start = time.time() - 100
     for k in range(10):
-        get_state(app).history.on_round([up("gpu_c", host)], start + k * INTERVAL)
+        get_state(app).recorder.on_round([up("gpu_c", host)], start + k * INTERVAL)
     c = app.test_client()
     c.environ_base["HTTP_AUTHORIZATION"] = "Bearer s3cret-token"
     names = [u["user"] for u in c.get("/api/v1/users").get_json()["users"]]

@@ -4,7 +4,7 @@ Every kind of work that is due (roll-up, compaction, retention) advances in ever
 call, however big the backlog; no transaction holds the write lock for more than a bounded
 number of rows, however many processes a round has; an interruption at any point repeats
 nothing and loses nothing; readers see each sample exactly once while a slice is half
-compacted; `HistoryFeature` maintains at every round while work is left; the head stays
+compacted; `HistoryRecorder` maintains at every round while work is left; the head stays
 within its documented bound; odd values from agents pass; a schema-1 file is upgraded.
 
 Piece sizes are made small here (monkeypatch) so a handful of hosts behaves like a big
@@ -24,8 +24,8 @@ import pytest
 
 from hmonitor._pb import hm_pb2
 from hmonitor.web.history import MaintainReport, SqliteHistory
-from hmonitor.web.history import store as store_module
-from hmonitor.web.history_feature import HistoryFeature, MaintainSchedule
+from hmonitor.web.history import maintenance as maintenance_module
+from hmonitor.web.history.recorder import HistoryRecorder, MaintainSchedule
 from hmonitor.web.settings import Settings
 
 MIB = 1 << 20
@@ -78,9 +78,10 @@ def marks(path: Path) -> dict[str, int]:
 
 def small_pieces(monkeypatch: pytest.MonkeyPatch, roll: int = 1, compact: int = 50,
                  retain: int = 20) -> None:
-    monkeypatch.setattr(store_module, "_ROLL_ROWS", roll, raising=False)
-    monkeypatch.setattr(store_module, "_COMPACT_ROWS", compact, raising=False)
-    monkeypatch.setattr(store_module, "_RETAIN_ROWS", retain, raising=False)
+    # Where maintenance reads them (raising: a renamed constant must fail the test, not pass it).
+    monkeypatch.setattr(maintenance_module, "_ROLL_ROWS", roll)
+    monkeypatch.setattr(maintenance_module, "_COMPACT_ROWS", compact)
+    monkeypatch.setattr(maintenance_module, "_RETAIN_ROWS", retain)
 
 
 # ------------------------------------------------------------------------ no starvation
@@ -295,7 +296,7 @@ def settings(folder: Path, interval: float = 10.0) -> Settings:
 def test_feature_maintains_every_round_while_work_is_left(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    feature = HistoryFeature(settings(tmp_path), tmp_path)
+    feature = HistoryRecorder(settings(tmp_path), tmp_path)
     calls: list[tuple[float, float | None]] = []
     answers = iter([True, False, False, False, True, True, "fail", True, True])
 
@@ -334,7 +335,7 @@ def test_catch_up_budget_follows_the_interval() -> None:
 
 
 def test_head_stays_within_its_bound_through_the_feature(tmp_path: Path) -> None:
-    feature = HistoryFeature(settings(tmp_path), tmp_path)
+    feature = HistoryRecorder(settings(tmp_path), tmp_path)
     path = tmp_path / "history.sqlite"
     conn = sqlite3.connect(path)
     rounds = [cluster(i, hosts=6, gpus=8, procs=12) for i in range(2)]  # 576 processes

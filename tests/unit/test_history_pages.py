@@ -1,6 +1,6 @@
 """The history pages as served: the GPU detail page, the host page, the users page, and the
 overview's hooks for sparklines and alerts; on a real SQLite history fed through the poller's
-callback (``HistoryFeature.on_round``) with synthetic rounds whose answers are known."""
+callback (``HistoryRecorder.on_round``) with synthetic rounds whose answers are known."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def _round_states(k: int, states: list[HostState]) -> list[HostState]:
 def app(tmp_path: Path) -> Flask:
     states = _now_states()
     app = make_app(tmp_path, states, interval=INTERVAL)
-    feature = get_state(app).history
+    feature = get_state(app).recorder
     first = time.time() - (ROUNDS - 1) * INTERVAL - 30
     for k in range(ROUNDS):
         feature.on_round(_round_states(k, states), first + k * INTERVAL)
@@ -244,7 +244,7 @@ def test_users_page_gpu_hours_from_history(client: FlaskClient) -> None:
 def test_users_page_flags_idle_processes(tmp_path: Path) -> None:
     states = _now_states()
     app = make_app(tmp_path, states, interval=INTERVAL, idle_minutes=60)
-    feature = get_state(app).history
+    feature = get_state(app).recorder
     first = time.time() - (ROUNDS - 1) * INTERVAL - 30
     for k in range(ROUNDS):
         feature.on_round(_round_states(k, states), first + k * INTERVAL)

@@ -7,7 +7,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hmonitor._pb import hm_pb2
-from hmonitor.web import owner
 from hmonitor.web.api.jsonview import proc_to_dict
 from hmonitor.wire import UNKNOWN_UID, decode_uid, encode_uid, owner_label
 
@@ -66,9 +65,8 @@ def test_owner_label_names_the_real_uid(uid: int) -> None:
     assert owner_label("alice", encode_uid(uid)) == "alice"
 
 
-def test_owner_label_unknown_and_reexport() -> None:
+def test_owner_label_unknown() -> None:
     assert owner_label("", UNKNOWN_UID) == "unknown"
-    assert owner.owner_label is owner_label  # web modules import it from hmonitor.web.owner
 
 
 def test_json_api_shows_the_real_uid() -> None:

@@ -16,7 +16,7 @@ from flask import Flask
 from flask_compress import Compress
 
 from hmonitor.web import api, auth, pages
-from hmonitor.web.history_feature import HistoryFeature
+from hmonitor.web.history.recorder import HistoryRecorder
 from hmonitor.web.hoststate import PollerLike
 from hmonitor.web.notes import NotesStore
 from hmonitor.web.sessions import SessionStore
@@ -100,10 +100,10 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.compact = True  # type: ignore[attr-defined]
 
-    history = HistoryFeature(settings, data_dir)
+    recorder = HistoryRecorder(settings, data_dir)
 
     def record_round(states: list[Any], started: float) -> None:
-        history.on_round(states, started)
+        recorder.on_round(states, started)
         if on_round is not None:
             on_round(states, started)
 
@@ -112,7 +112,7 @@ def create_app(
     notes = NotesStore.in_dir(data_dir)
     state = WebState(
         settings=settings, poller=poller, notes=notes, sessions=SessionStore(notes.path),
-        data_dir=data_dir, history=history,
+        data_dir=data_dir, recorder=recorder,
     )
     state.install(app)
 

@@ -21,6 +21,7 @@ from types import FrameType
 import waitress
 
 from hmonitor.web.app import MAX_BODY_BYTES, create_app
+from hmonitor.web.history.service import HistoryService, start_history_server
 from hmonitor.web.settings import SettingsError, load_settings
 from hmonitor.web.state import WebState, get_state
 from hmonitor.web.storage import StorageError
@@ -140,17 +141,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hmonitor-web: cannot listen on {args.addr}:{args.port}: {err}", file=sys.stderr)
         return 1
     _install_signals(state)
-    if state.history is not None:
-        try:
-            state.history.start_grpc(lambda: set(state.settings.servers))
-        except RuntimeError as err:  # the page still works; only the gRPC History is missing
-            log.error("History service not started on %s: %s", settings.history_addr, err)
+    history_server = None
+    try:
+        service = HistoryService(state.backend, lambda: set(state.settings.servers))
+        history_server, _ = start_history_server(settings.history_addr, service)
+    except RuntimeError as err:  # the page still works; only the gRPC History is missing
+        log.error("History service not started on %s: %s", settings.history_addr, err)
     log.info("serving %d hosts on http://%s:%s/ (data in %s)", len(settings.servers),
              args.addr, args.port, state.data_dir)
     try:
         server.run()
     finally:
         server.close()
+        if history_server is not None:
+            history_server.stop(grace=1.0).wait()
         state.close()
         log.info("stopped")
     return 0

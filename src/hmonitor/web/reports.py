@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from hmonitor.web.history.store import IdleHog, UsageTotals
+from hmonitor.web.history.backend import IdleHog, UsageTotals
 from hmonitor.web.hoststate import HostStateLike
 from hmonitor.web.rules import GIB, disk_is_full, disk_percent
 from hmonitor.wire import EXPIRATION_UNKNOWN, owner_label

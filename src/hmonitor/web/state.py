@@ -14,8 +14,8 @@ from typing import cast
 
 from flask import Flask, current_app
 
-from hmonitor.web.history import IdleHog, SqliteHistory
-from hmonitor.web.history_feature import HistoryFeature
+from hmonitor.web.history import HistoryBackend, IdleHog
+from hmonitor.web.history.recorder import HistoryRecorder
 from hmonitor.web.hoststate import PollerLike
 from hmonitor.web.notes import NotesStore
 from hmonitor.web.reports import Alert, UserReport, alerts_report, users_report
@@ -58,7 +58,7 @@ class WebState:
     notes: NotesStore
     sessions: SessionStore
     data_dir: Path
-    history: HistoryFeature
+    recorder: HistoryRecorder  # feeds the history every polling round
     started_poller: bool = False
     _reload_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _hogs: tuple[float, list[IdleHog]] | None = field(default=None, repr=False)
@@ -67,9 +67,9 @@ class WebState:
         app.extensions[_KEY] = self
 
     @property
-    def backend(self) -> SqliteHistory:
-        """Where pages, API and reports read the history."""
-        return self.history.store
+    def backend(self) -> HistoryBackend:
+        """Where pages, API, reports and the History gRPC service read the history."""
+        return self.recorder.store
 
     def idle_hogs(self, now: float) -> list[IdleHog]:
         """Processes holding an idle GPU for long; computed at most once per HOGS_TTL."""
@@ -112,7 +112,7 @@ class WebState:
             self.poller.stop()
         self.notes.close()
         self.sessions.close()
-        self.history.close()
+        self.recorder.close()
 
 
 def get_state(app: Flask | None = None) -> WebState:

@@ -127,10 +127,8 @@ def add_routes(bp: Blueprint) -> None:
         name = choice_param(request.args, "window", "24h", list(WINDOWS))
         points = int_param(request.args, "points", 60, 2, 200)
         # Optional: only these hosts (the page asks for the panels on screen).
-        hosts = {text_param({"host": h}, "host") for h in request.args.getlist("host")}
-        lines = get_state().backend.sparklines(WINDOWS[name], time.time(), points)
-        if hosts:
-            lines = {k: v for k, v in lines.items() if k[0] in hosts}
+        hosts = [text_param({"host": h}, "host") for h in request.args.getlist("host")] or None
+        lines = get_state().backend.sparklines(WINDOWS[name], time.time(), points, hosts)
         return jsonify(
             window=name,
             points=points,

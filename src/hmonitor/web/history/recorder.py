@@ -1,20 +1,17 @@
-"""Wires the history store into the dashboard: ingest every polling round, maintain the store
-now and then, answer the spec's History gRPC service, and derive users and alerts."""
+"""The recorder: what the poller calls after every round. It hands the round to the store in one
+transaction, maintains the store at its cadence (more often while there is a backlog), and tells
+storage faults in one line a minute, never a traceback per round; the poller's thread goes on
+whatever the disk does."""
 
 from __future__ import annotations
 
 import logging
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
-
-from hmonitor.web.history import IdleHog, SqliteHistory
-from hmonitor.web.history_service import HistoryService, start_history_server
+from hmonitor.web.history.store import SqliteHistory
 from hmonitor.web.hoststate import HostSample
 from hmonitor.web.settings import Settings
 from hmonitor.web.storage import FaultLog
@@ -25,8 +22,6 @@ MAINTAIN_EVERY_S = 120.0  # rollups, compaction and retention: incremental, off 
 MAINTAIN_BUDGET_S = 2.0
 CATCH_UP_SHARE = 0.4  # of the polling interval, per round, while maintenance has a backlog
 CATCH_UP_MAX_S = 5.0
-DISK_WARN = 0.90
-USAGE_WINDOWS = {"1d": 86400.0, "7d": 7 * 86400.0, "30d": 30 * 86400.0}
 
 
 class MaintainSchedule:
@@ -71,37 +66,22 @@ class MaintainSchedule:
         self._behind = False
 
 
-@dataclass(frozen=True)
-class Alert:
-    kind: str  # host_down | disk_full | idle_hog
-    host: str
-    message: str
-    since: float | None = None
-    detail: dict[str, object] = field(default_factory=dict)  # the kind's own fields
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "kind": self.kind,
-            "host": self.host,
-            "message": self.message,
-            "since": self.since,
-            **self.detail,
-        }
+HISTORY_FILE = "history.sqlite"
 
 
-class HistoryFeature:
+class HistoryRecorder:
+    """Feeds the SQLite history (``store``, also the dashboard's ``HistoryBackend``)."""
+
     def __init__(
         self,
         settings: Settings,
         data_dir: Path,
         *,
-        clock: Callable[[], float] = time.time,
         fault_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Opens `data_dir`/history.sqlite; a file that cannot be used raises
         `hmonitor.web.storage.StorageError`, whose message is one line naming it."""
-        self.settings = settings
-        path = data_dir / "history.sqlite"
+        path = data_dir / HISTORY_FILE
         self.store = SqliteHistory(
             path,
             raw_days=settings.history_raw_days,
@@ -109,7 +89,6 @@ class HistoryFeature:
             interval=settings.interval,
         )
         self.schedule = MaintainSchedule(settings.interval)
-        self._clock = clock
         self._fault_clock = fault_clock
         # Rounds and maintenance fail apart (a nearly full disk may take rounds but not the
         # blobs compaction writes): each logs once a minute, and its recovery once.
@@ -117,8 +96,6 @@ class HistoryFeature:
         self._maintain_faults = FaultLog(path, log, clock=fault_clock)
         self._messages = {"round": "", "maintain": ""}
         self._last_bug: float | None = None
-        self._grpc: grpc.Server | None = None
-        self._lock = threading.Lock()
 
     @property
     def fault(self) -> str:
@@ -165,22 +142,5 @@ class HistoryFeature:
             self._last_bug = now
             log.exception("%s", what)
 
-    def idle_hogs(self) -> list[IdleHog]:
-        return self.store.idle_hogs(
-            self._clock(),
-            util_threshold=self.settings.idle_util_threshold,
-            min_seconds=self.settings.idle_minutes * 60,
-        )
-
-    def start_grpc(self, known_hosts: Callable[[], set[str]]) -> int:
-        """Serve `gpu.History` at settings.history_addr; returns the bound port."""
-        service = HistoryService(self.store, known_hosts, clock=self._clock)
-        self._grpc, port = start_history_server(self.settings.history_addr, service)
-        return port
-
     def close(self) -> None:
-        with self._lock:
-            if self._grpc is not None:
-                self._grpc.stop(grace=1.0).wait()
-                self._grpc = None
-            self.store.close()
+        self.store.close()

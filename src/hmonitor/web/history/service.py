@@ -9,14 +9,15 @@ The answer is time-ordered: `t` in Unix seconds, `v` in the unit above, at most 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from concurrent import futures
-from typing import Protocol
 
 import grpc
 
 from hmonitor._pb import hm_pb2, hm_pb2_grpc
+from hmonitor.web.history.backend import HistoryBackend
 
 log = logging.getLogger(__name__)
 
@@ -24,17 +25,13 @@ METRICS = ("util", "mem", "temp", "fan")
 MAX_POINTS = 1000
 
 
-class SeriesSource(Protocol):
-    def series(
-        self, host: str, gpu: int, metric: str, since: float, until: float, max_points: int = ...
-    ) -> tuple[list[float], list[float]]: ...
-
-
 def parse_key(key: str) -> tuple[str, int]:
     """`<server name>_<gpu index>` -> (name, index); the name itself may contain `_`."""
     name, sep, index = key.rpartition("_")
-    if not sep or not name or not index.isdigit():
-        raise ValueError(f"id {key!r} is not '<server name>_<gpu index>'")
+    # ASCII digits in int32 range: str.isdigit() also takes "²", and a huge number would
+    # overflow SQLite's integers.
+    if not sep or not name or not re.fullmatch(r"[0-9]{1,10}", index) or int(index) >= 2**31:
+        raise ValueError(f"id {key[:200]!r} is not '<server name>_<gpu index>'")
     return name, int(index)
 
 
@@ -45,7 +42,7 @@ def window_start(timestamp: int) -> float:
 class HistoryService(hm_pb2_grpc.HistoryServicer):
     def __init__(
         self,
-        store: SeriesSource,
+        store: HistoryBackend,
         known_hosts: Callable[[], set[str]],
         clock: Callable[[], float] = time.time,
     ) -> None:

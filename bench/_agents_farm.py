@@ -5,7 +5,8 @@
 Serves, all on 127.0.0.1:
 
 * ``healthy`` ports: real gRPC (one ``grpc.aio`` server bound to every port) implementing
-  ``gpu.HostMonitor/GetInfo``, answering a realistic HostInfo (8 GPUs x 4 processes, 2 disks);
+  ``gpu.HostMonitor/GetInfo``, answering a realistic HostInfo (8 GPUs x 4 processes, 2 disks:
+  ``busy_host`` in tests/builders.py);
 * ``hung-grpc`` ports: a second gRPC server whose GetInfo never answers (it sleeps an hour);
 * ``hung-tcp`` ports: plain listening sockets that are never accepted, so the kernel completes
   the TCP handshake and then nothing ever answers.
@@ -29,70 +30,20 @@ import socket
 import sys
 import threading
 from itertools import count
+from pathlib import Path
 
 import grpc
 import grpc.aio
 
-from hmonitor._pb import hm_pb2, hm_pb2_grpc
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # run as a script, by bench/dashboard.py and tests
 
-GIB = 1 << 30
-MIB = 1 << 20
+from builders import busy_host  # noqa: E402
 
-_USERS = [f"student{i:02d}" for i in range(1, 25)] + ["alice", "bob", "lab-admin"]
-_COMMANDS = ["python", "python3", "torchrun", "jupyter-kernel", "ollama", "vllm"]
+from hmonitor._pb import hm_pb2, hm_pb2_grpc  # noqa: E402
 
-
-def make_host_info(index: int, *, now: int = 1_767_225_600) -> hm_pb2.HostInfo:
-    """A busy 8 x H200 host as an agent reports it: 4 processes per GPU, 2 disks.
-
-    Deterministic in `index`, so every run (and the baseline) sees the same data.
-    """
-    info = hm_pb2.HostInfo(
-        id=f"gpu-node-{index:03d}",
-        ip=f"10.20.{index // 250}.{index % 250 + 1}",
-        hostname=f"gpu-node-{index:03d}.lab.example.org",
-    )
-    for g in range(8):
-        procs = []
-        used = 0
-        for p in range(4):
-            k = index * 32 + g * 4 + p
-            mem = (2 + (k * 7) % 30) * GIB
-            used += mem
-            # Expiry as the agent fills it: 0 unknown, 1 never, else Unix seconds (some past).
-            expiration = (0, 1, now + (k % 400) * 86400, now - 5 * 86400)[k % 4]
-            procs.append(
-                hm_pb2.ProcInfo(
-                    pid=10_000 + k * 13 % 3_000_000,
-                    uid=1000 + k % len(_USERS),
-                    username=_USERS[k % len(_USERS)],
-                    basename=_COMMANDS[k % len(_COMMANDS)],
-                    expiration=expiration,
-                    utilization=(k * 37) % 101,
-                    mem=mem,
-                )
-            )
-        info.gpus.append(
-            hm_pb2.GPUInfo(
-                id=g,
-                mem_used=used + 512 * MIB,
-                mem_total=143_771 * MIB,
-                utilization=(index * 11 + g * 29) % 101,
-                temp=30 + (index + g * 7) % 55,
-                name="NVIDIA H200",
-                fanspeed=0,  # datacenter GPUs have no fan
-                procs=procs,
-            )
-        )
-    info.disks.append(
-        hm_pb2.DiskInfo(device="/dev/nvme0n1p2", used=(300 + index % 500) * GIB,
-                        total=1_800 * GIB, mount="/")
-    )
-    info.disks.append(
-        hm_pb2.DiskInfo(device="/dev/md0", used=(20_000 + index * 97 % 10_000) * GIB,
-                        total=30_000 * GIB, mount="/data")
-    )
-    return info
+# The name bench/dashboard.py imports.
+make_host_info = busy_host
 
 
 class _Healthy(hm_pb2_grpc.HostMonitorServicer):
@@ -100,7 +51,7 @@ class _Healthy(hm_pb2_grpc.HostMonitorServicer):
     ports a call came in on, so hosts differ by call, not by port)."""
 
     def __init__(self, variants: int = 16) -> None:
-        self._infos = [make_host_info(i) for i in range(variants)]
+        self._infos = [busy_host(i) for i in range(variants)]
         self._next = count()
 
     async def GetInfo(

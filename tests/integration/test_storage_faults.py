@@ -25,22 +25,13 @@ from typing import Any
 
 import pytest
 from agentproc import free_port, start_agent
+from webkit import TOKEN, write_settings
 
 from hmonitor.web.history import SqliteHistory
 from hmonitor.web.notes import NotesStore
 
-TOKEN = "storage-fault-token"
 IS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="mounting a tmpfs needs root (CI is root)")
-
-
-def write_settings(folder: Path, servers: dict[str, str], **keys: object) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "settings.py"
-    lines = [f"servers = {servers!r}", f"token = {TOKEN!r}",
-             *(f"{k} = {v!r}" for k, v in keys.items())]
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def start_web(settings: Path, data: Path, port: int) -> subprocess.Popen[str]:

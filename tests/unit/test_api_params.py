@@ -8,11 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from builders import cluster
 from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_web_support import TOKEN, cluster, make_app
+from webkit import TOKEN, make_app
 
 from hmonitor.web.params import BadParam, choice_param, float_param, int_param
 from hmonitor.web.state import get_state

@@ -6,9 +6,10 @@ import time
 from pathlib import Path
 
 import pytest
+from builders import GIB, down, gpu, host_info, proc, up
 from flask import Flask
 from flask.testing import FlaskClient
-from test_web_support import GIB, down, gpu, info, make_app, proc, up
+from webkit import TOKEN, make_app
 
 from hmonitor.web.state import get_state
 
@@ -19,7 +20,7 @@ INTERVAL = 10.0
 @pytest.fixture
 def app(tmp_path: Path) -> Flask:
     # alice computes on GPU 0; bob and carol share GPU 1 and leave it idle; /scratch is 93 % full.
-    host = info(
+    host = host_info(
         "gpu_a",
         [
             gpu(0, proc("alice", pid=11, mem_gib=30), util=80, used_gib=31),
@@ -45,7 +46,7 @@ def app(tmp_path: Path) -> Flask:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     c = app.test_client()
-    c.environ_base["HTTP_AUTHORIZATION"] = "Bearer s3cret-token"
+    c.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {TOKEN}"
     return c
 
 
@@ -158,12 +159,13 @@ def test_idle_hog_alerts_carry_their_fields(client: FlaskClient) -> None:
 
 
 def test_unknown_owners_have_one_name(tmp_path: Path) -> None:
-    host = info("gpu_c", [gpu(0, proc("", pid=5, uid=4242), proc("", pid=6, uid=-1), util=90)])
+    host = host_info("gpu_c", [gpu(0, proc("", pid=5, uid=4242), proc("", pid=6, uid=-1),
+                                   util=90)])
     app = make_app(tmp_path, [up("gpu_c", host)], interval=INTERVAL)
     start = time.time() - 100
     for k in range(10):
         get_state(app).recorder.on_round([up("gpu_c", host)], start + k * INTERVAL)
     c = app.test_client()
-    c.environ_base["HTTP_AUTHORIZATION"] = "Bearer s3cret-token"
+    c.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {TOKEN}"
     names = [u["user"] for u in c.get("/api/v1/users").get_json()["users"]]
     assert sorted(names) == ["uid 4242", "unknown"]  # one row each: live and history agree

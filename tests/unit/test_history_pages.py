@@ -12,9 +12,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from builders import FAR_FUTURE, down, gpu, host_info, proc, up
 from flask import Flask
 from flask.testing import FlaskClient
-from test_web_support import FAR_FUTURE, down, gpu, info, login, make_app, proc, up
+from webkit import login, make_app
 
 from hmonitor._pb import hm_pb2
 from hmonitor.web.hoststate import HostState
@@ -33,7 +34,7 @@ def _now_states() -> list[HostState]:
     erin holds GPU 3 without computing (all along); GPU 1 is free. gpu02 is down with its last
     snapshot. A host with a hostile name runs a process of a hostile user."""
     return [
-        up("gpu01", info("gpu01", [
+        up("gpu01", host_info("gpu01", [
             gpu(0, proc("alice", pid=11, mem_gib=30, expiration=FAR_FUTURE), util=97,
                 used_gib=31),
             gpu(1),
@@ -42,8 +43,8 @@ def _now_states() -> list[HostState]:
             gpu(3, proc("erin", pid=77, mem_gib=5), util=0, used_gib=5),
         ])),
         down("gpu02", "no answer within 3 s", last_seen=time.time() - 120,
-             host_info=info("gpu02", [gpu(0, proc("dave", pid=5, mem_gib=9), util=40)])),
-        replace(up(EVIL_HOST, info(EVIL_HOST, [
+             info=host_info("gpu02", [gpu(0, proc("dave", pid=5, mem_gib=9), util=40)])),
+        replace(up(EVIL_HOST, host_info(EVIL_HOST, [
             gpu(0, proc(EVIL_USER, pid=666, mem_gib=2, basename=EVIL_CMD), util=20),
         ])), address="10.0.0.66:9203"),  # a settings key may be any text; addresses are checked
     ]
@@ -55,15 +56,16 @@ def _round_states(k: int, states: list[HostState]) -> list[HostState]:
     settings) only in the history."""
     out = []
     for h in states:
-        host_info = h.info
-        if h.name == "gpu01" and k <= 60 and h.info is not None:
-            host_info = hm_pb2.HostInfo()
-            host_info.CopyFrom(h.info)
-            del host_info.gpus[2].procs[:]
-        out.append(HostState(name=h.name, address=h.address, up=True, error="",
-                             last_seen=0.0, rtt_ms=1.0, info=host_info, polled_at=0.0))
-    out.append(up("retired", info("retired", [gpu(5, proc("frank", pid=9), util=70,
-                                                   name="Tesla V100-SXM2-32GB")])))
+        snap = h.info
+        assert snap is not None  # gpu02 is down but keeps its last snapshot
+        if h.name == "gpu01" and k <= 60:
+            cut = hm_pb2.HostInfo()
+            cut.CopyFrom(snap)
+            del cut.gpus[2].procs[:]
+            snap = cut
+        out.append(up(h.name, snap, at=0.0))
+    out.append(up("retired", host_info("retired", [gpu(5, proc("frank", pid=9), util=70,
+                                                        name="Tesla V100-SXM2-32GB")])))
     return out
 
 
@@ -276,7 +278,7 @@ def test_users_page_sort_keys_and_script(client: FlaskClient) -> None:
 
 
 def test_users_page_when_nobody_used_a_gpu(tmp_path: Path) -> None:
-    c = make_app(tmp_path, [up("a", info("a", [gpu(0)]))]).test_client()
+    c = make_app(tmp_path, [up("a", host_info("a", [gpu(0)]))]).test_client()
     login(c)
     assert "Nobody is using a GPU now" in c.get("/users").text
 

@@ -6,39 +6,20 @@ import time
 from pathlib import Path
 
 import pytest
+from builders import FAR_FUTURE, GIB, NOW, FakePoller, cluster, down, gpu, host_info, proc, up
 from flask import Flask
 from flask.testing import FlaskClient
-from test_web_support import (
-    FAR_FUTURE,
-    GIB,
-    NOW,
-    TOKEN,
-    FakePoller,
-    app_fixture,  # noqa: F401 - the fixture app, over states
-    client_fixture,  # noqa: F401 - the fixture client
-    cluster,
-    csrf_for,
-    down,
-    gpu,
-    info,
-    login,
-    make_app,
-    proc,
-    up,
-    write_settings,
-)
+from webkit import BEARER, TOKEN, csrf_for, login, make_app, write_settings
 
 from hmonitor.web.hoststate import HostState
 from hmonitor.web.state import get_state
-
-BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
 def states() -> list[HostState]:
     return [
-        up("gpu01", info("gpu01", [gpu(0, proc("alice", expiration=FAR_FUTURE), util=90,
-                                       used_gib=40, total_gib=141)], ip="10.0.0.1"),
+        up("gpu01", host_info("gpu01", [gpu(0, proc("alice", expiration=FAR_FUTURE), util=90,
+                                            used_gib=40, total_gib=141)], ip="10.0.0.1"),
            rtt_ms=2.5),
         down("gpu02", "connection refused", last_seen=NOW - 60),
     ]

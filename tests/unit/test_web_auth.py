@@ -9,28 +9,13 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from builders import NOW, down, gpu, host_info, lost_gpu, proc, up
 from flask.testing import FlaskClient
-from test_web_support import (
-    NOW,
-    TOKEN,
-    app_fixture,  # noqa: F401 - the fixture app, over states
-    client_fixture,  # noqa: F401 - the fixture client
-    csrf_for,
-    csrf_of,
-    down,
-    gpu,
-    info,
-    login,
-    make_app,
-    proc,
-    up,
-)
+from webkit import BEARER, TOKEN, csrf_for, csrf_of, login, make_app
 
-from hmonitor._pb import hm_pb2
 from hmonitor.web.auth import CONTENT_SECURITY_POLICY, SECRET_FILE
 from hmonitor.web.hoststate import HostState
 
-BEARER = {"Authorization": f"Bearer {TOKEN}"}
 PAGES = ["/", "/notes", "/notes?user=alice&host=gpu01", "/?user=alice&free=1"]
 APIS = ["/api/v1/hosts", "/api/v1/hosts/gpu01", "/api/v1/notes", "/api/v1/notice"]
 
@@ -38,10 +23,10 @@ APIS = ["/api/v1/hosts", "/api/v1/hosts/gpu01", "/api/v1/notes", "/api/v1/notice
 @pytest.fixture
 def states() -> list[HostState]:
     return [
-        up("gpu01", info("gpu01", [
+        up("gpu01", host_info("gpu01", [
             gpu(0, proc("alice", expiration=1), util=90, used_gib=40),
             gpu(1, proc("", uid=4242, expiration=0), util=10),
-            hm_pb2.GPUInfo(id=2, name="GPU lost: Unknown Error"),
+            lost_gpu(2, "Unknown Error"),
             gpu(3),
         ], disks=(("/", 0.95),))),
         down("gpu02", "connection refused", last_seen=NOW - 300),

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_web_support import TOKEN, write_settings
+from webkit import TOKEN, write_settings
 
 from hmonitor.web.cli import main
 

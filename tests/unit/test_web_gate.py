@@ -10,25 +10,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from builders import cluster
 from flask import Flask
 from flask.testing import FlaskClient
-from test_web_support import (
-    TOKEN,
-    app_fixture,  # noqa: F401 - the fixture app, over states
-    client_fixture,  # noqa: F401 - the fixture client
-    cluster,
-    csrf_for,
-    csrf_of,
-    login,
-    make_app,
-)
+from webkit import BEARER, TOKEN, csrf_for, csrf_of, login, make_app
 
 from hmonitor.web.hoststate import HostState
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 PUBLIC = {"static", "auth.login"}
 WRONG_BEARER = {"Authorization": "Bearer not-the-token"}
-RIGHT_BEARER = {"Authorization": f"Bearer {TOKEN}"}
 _addresses = (f"10.{a}.{b}.{c}" for a, b, c in itertools.product(range(1, 255), repeat=3))
 
 
@@ -79,7 +70,7 @@ def test_wrong_bearer_tokens_are_limited_on_every_route(app: Flask, client: Flas
         env = {"REMOTE_ADDR": next(_addresses)}
         for _ in range(10):
             client.open(url, method=method, headers=WRONG_BEARER, environ_base=env)
-        blocked = client.open(url, method=method, headers=RIGHT_BEARER, environ_base=env)
+        blocked = client.open(url, method=method, headers=BEARER, environ_base=env)
         assert blocked.status_code == 429, (method, url)
         if url.startswith("/api/") and method != "HEAD":
             assert "too many failed attempts" in blocked.json["error"]  # type: ignore[index]
@@ -93,7 +84,7 @@ def test_failures_on_one_route_count_on_every_other(client: FlaskClient) -> None
         login_page = client.get("/login", environ_base=env)
         client.post("/login", environ_base=env,
                     data={"token": "guess", "csrf_token": csrf_of(login_page.text)})
-    assert client.get("/api/v1/hosts", headers=RIGHT_BEARER, environ_base=env).status_code == 429
+    assert client.get("/api/v1/hosts", headers=BEARER, environ_base=env).status_code == 429
 
 
 def test_head_login_is_no_login_attempt(client: FlaskClient) -> None:
@@ -115,7 +106,7 @@ def test_successful_logins_never_count(client: FlaskClient) -> None:
         assert login(client).status_code == 302
         client.post("/logout", data={"csrf_token": csrf_for(client, "/")})
     for _ in range(25):
-        assert client.get("/api/v1/hosts", headers=RIGHT_BEARER).status_code == 200
+        assert client.get("/api/v1/hosts", headers=BEARER).status_code == 200
 
 
 def test_others_failures_lock_out_only_for_the_documented_window(tmp_path: Path) -> None:
@@ -124,10 +115,10 @@ def test_others_failures_lock_out_only_for_the_documented_window(tmp_path: Path)
     for _ in range(3):
         assert login(client, token="guess").status_code == 401
     assert login(client).status_code == 429
-    assert client.get("/api/v1/hosts", headers=RIGHT_BEARER).status_code == 429
+    assert client.get("/api/v1/hosts", headers=BEARER).status_code == 429
     time.sleep(2.2)
     assert login(client).status_code == 302
-    assert client.get("/api/v1/hosts", headers=RIGHT_BEARER).status_code == 200
+    assert client.get("/api/v1/hosts", headers=BEARER).status_code == 200
 
 
 def test_logout_ends_a_copied_session_cookie(app: Flask, client: FlaskClient) -> None:

@@ -10,26 +10,11 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from builders import FAR_FUTURE, NOW, FakePoller, cluster, down, gpu, host_info, lost_gpu, proc, up
 from flask import Flask
 from flask.testing import FlaskClient
-from test_web_support import (
-    FAR_FUTURE,
-    NOW,
-    FakePoller,
-    app_fixture,  # noqa: F401 - the fixture app, over states
-    cluster,
-    csrf_for,
-    down,
-    gpu,
-    info,
-    login,
-    make_app,
-    proc,
-    up,
-    write_settings,
-)
+from webkit import csrf_for, login, make_app, write_settings
 
-from hmonitor._pb import hm_pb2
 from hmonitor.web.hoststate import HostState
 from hmonitor.web.state import get_state
 
@@ -40,7 +25,7 @@ PAST = int(NOW - 86400)
 @pytest.fixture
 def states() -> list[HostState]:
     return [
-        up("gpu01", info("gpu01", [
+        up("gpu01", host_info("gpu01", [
             gpu(0, proc("alice", expiration=FAR_FUTURE, mem_gib=30), util=97, used_gib=31),
             gpu(1),  # free
             gpu(2, proc("bob", pid=7, expiration=PAST), proc("bob", pid=8, expiration=PAST),
@@ -50,13 +35,13 @@ def states() -> list[HostState]:
         ], ip="10.0.0.1", disks=(("/", 0.45), ("/data", 0.93), ("/home", 0.89)))),
         down("gpu02", "connection refused (no agent listening on that port?)",
              last_seen=time.time() - 7 * 60),  # now, not at import: the suite is long
-        up("gpu03", info("gpu03", [
+        up("gpu03", host_info("gpu03", [
             gpu(0, proc("carol", expiration=SOON), util=80, used_gib=40),
-            hm_pb2.GPUInfo(id=1, name="GPU lost: Unknown Error (fallen off the bus)"),
+            lost_gpu(1, "Unknown Error (fallen off the bus)"),
             gpu(2, proc("dave", expiration=1), util=60, used_gib=20),
         ], ip="10.0.0.3")),
-        up("sim01", info("sim01", [gpu(0, name="Simulated NVIDIA H100 80GB HBM3")],
-                         ip="127.0.0.1")),
+        up("sim01", host_info("sim01", [gpu(0, name="Simulated NVIDIA H100 80GB HBM3")],
+                              ip="127.0.0.1")),
         down("gpu04", "no answer within 3 s", last_seen=None),
     ]
 
@@ -177,9 +162,9 @@ def test_disks_get_a_warning_from_90_percent(client: FlaskClient) -> None:
 
 def test_text_from_agents_is_escaped(tmp_path: Path) -> None:
     evil = '"><img src=x onerror=alert(1)>'
-    states = [up("x", info("x", [
+    states = [up("x", host_info("x", [
         gpu(0, proc(evil, uid=1), name=evil),
-        hm_pb2.GPUInfo(id=1, name="GPU lost: " + evil),
+        lost_gpu(1, evil),
     ], disks=((evil, 0.5),)))]
     c = make_app(tmp_path, states).test_client()
     login(c)

@@ -20,44 +20,34 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from builders import GIB, H200, gpu, host_info, proc, up
 
 from hmonitor._pb import hm_pb2
 from hmonitor.web.history.recorder import HistoryRecorder
+from hmonitor.web.hoststate import HostState
 from hmonitor.web.settings import Settings
 from hmonitor.web.storage import StorageError
 
-GIB = 1 << 30
 T0 = 1_800_000_000.0 - 1_800_000_000.0 % 600
 LOGGER = "hmonitor.web.history.recorder"
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="mounting (and beating root's chmod) needs root")
 
 
-@dataclass(frozen=True)
-class State:
-    """Shaped like hmonitor.web.poller.HostState (what the store reads)."""
-
-    name: str
-    up: bool
-    rtt_ms: float | None
-    info: hm_pb2.HostInfo | None
-
-
-def round_of(hosts: int = 4, gpus: int = 4, util: int = 50) -> list[State]:
+def round_of(hosts: int = 4, gpus: int = 4, util: int = 50) -> list[HostState]:
+    """Hosts h0, h1, ... with ``gpus`` H200s at ``util`` %, each running one process (user u0,
+    u1, ...) of 9 GiB."""
     out = []
     for h in range(hosts):
-        info = hm_pb2.HostInfo(id=f"h{h}", hostname=f"h{h}")
-        for i in range(gpus):
-            g = info.gpus.add(id=i, utilization=util, mem_used=10 * GIB, mem_total=80 * GIB,
-                              temp=50, name="NVIDIA H200")
-            g.procs.add(pid=100 + i, uid=1000 + i, username=f"u{i}", basename="python",
-                        mem=9 * GIB, utilization=util)
-        info.disks.add(device="/dev/sda1", mount="/", used=GIB, total=100 * GIB)
-        out.append(State(f"h{h}", True, 1.0, info))
+        name = f"h{h}"
+        gpu_list = [gpu(i, proc(f"u{i}", pid=100 + i, uid=1000 + i, mem_gib=9, util=util),
+                        util=util, used_gib=10, total_gib=80, name=H200, temp=50)
+                    for i in range(gpus)]
+        disk = hm_pb2.DiskInfo(device="/dev/sda1", mount="/", used=GIB, total=100 * GIB)
+        out.append(up(name, host_info(name, gpu_list, disks=[disk])))
     return out
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 import grpc.aio
 import pytest
+from builders import H200, gpu, host_info, proc
 
 from hmonitor._pb import hm_pb2, hm_pb2_grpc
 from hmonitor.web.bounds import CUT_MARK, LIMITS
@@ -39,11 +40,11 @@ SLACK = 1.0  # what a round may take beyond the deadline on a busy 2-core machin
 
 
 def snapshot(hostname: str, err: str = "") -> hm_pb2.HostInfo:
-    gpu = hm_pb2.GPUInfo(
-        id=0, name="NVIDIA H200", mem_used=1 << 30, mem_total=141 << 30, utilization=42,
-        procs=[hm_pb2.ProcInfo(pid=4242, uid=1000, username="alice", mem=1 << 30)],
-    )
-    return hm_pb2.HostInfo(id=hostname, hostname=hostname, ip="10.0.0.1", gpus=[gpu], err=err)
+    """One H200 with one process; ``hostname`` as given (the tests check it came through), and
+    no disks (the flood test counts the disks it adds)."""
+    return host_info(hostname, [gpu(0, proc("alice", pid=4242, mem_gib=1), util=42, used_gib=1,
+                                    total_gib=141, name=H200)],
+                     hostname=hostname, disks=(), err=err)
 
 
 class FakeAgent(hm_pb2_grpc.HostMonitorServicer):

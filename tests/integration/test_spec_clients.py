@@ -17,13 +17,13 @@ from pathlib import Path
 import grpc
 import pytest
 from agentproc import free_port, start_agent
+from builders import H200, gpu, host_info, up
 from fakenvml import FakeGpu, FakeProc, nvml_env, write_config
 from grpc_tools import protoc
 
 from hmonitor._pb import hm_pb2
 from hmonitor.web.history import SqliteHistory
 from hmonitor.web.history.service import HistoryService, start_history_server
-from hmonitor.web.hoststate import HostState
 
 ROOT = Path(__file__).resolve().parents[2]
 GIB = 1 << 30
@@ -95,37 +95,16 @@ def test_spec_client_polls_our_agent(spec_stubs: Path, tmp_path: Path, fake_nvml
     assert got["gpus"] == [{"name": "NVIDIA H200", "util": 64, "procs": [[sleeper.pid, 5 * GIB]]}]
 
 
-def _state(name: str, util: int, mem: int) -> HostState:
-    info = hm_pb2.HostInfo(id=name, hostname=name)
-    for i in range(2):
-        info.gpus.add(
-            id=i,
-            name="NVIDIA H200",
-            utilization=util + i,
-            mem_used=mem + i * GIB,
-            mem_total=141 * GIB,
-            temp=40,
-            fanspeed=0,
-        )
-    return HostState(
-        name=name,
-        address="x:1",
-        up=True,
-        error="",
-        last_seen=0.0,
-        rtt_ms=1.0,
-        info=info,
-        polled_at=0.0,
-    )
-
-
 @pytest.fixture
 def history_server(tmp_path: Path) -> Iterator[tuple[str, float]]:
     store = SqliteHistory(tmp_path / "history.sqlite")
     now = time.time()
     start = now - 600
     for k in range(60):  # ten minutes at 10 s, on a host whose name has an underscore
-        store.ingest([_state("gpu_node_7", util=k % 50, mem=(k + 1) * GIB)], start + 10 * k)
+        # Two H200s at 40 °C: GPU i at k % 50 + i %, holding k + 1 + i GiB.
+        gpus = [gpu(i, util=k % 50 + i, used_gib=k + 1 + i, total_gib=141, name=H200, temp=40)
+                for i in range(2)]
+        store.ingest([up("gpu_node_7", host_info("gpu_node_7", gpus))], start + 10 * k)
     service = HistoryService(store, lambda: {"gpu_node_7"})
     port = free_port()
     server, _ = start_history_server(f"127.0.0.1:{port}", service)

@@ -16,55 +16,47 @@ from __future__ import annotations
 import math
 import sqlite3
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from builders import GIB, H200, MIB, down, gpu, host_info, proc, up
 
 from hmonitor._pb import hm_pb2
 from hmonitor.web.history import MaintainReport, SqliteHistory
 from hmonitor.web.history import maintenance as maintenance_module
 from hmonitor.web.history.recorder import HistoryRecorder, MaintainSchedule
+from hmonitor.web.hoststate import HostState
 from hmonitor.web.settings import Settings
 
-MIB = 1 << 20
-GIB = 1 << 30
 DAY = 86_400.0
 T0 = 1_800_000_000.0 - 1_800_000_000.0 % DAY  # midnight UTC: every bucket edge aligned
 
 
-@dataclass(frozen=True)
-class State:
-    """Shaped like hmonitor.web.poller.HostState."""
-
-    name: str
-    up: bool = True
-    rtt_ms: float | None = 1.0
-    info: hm_pb2.HostInfo | None = None
-
-
-def cluster(i: int, hosts: int = 3, gpus: int = 2, procs: int = 3,
-            down: Callable[[int, int], bool] = lambda h, i: False) -> list[State]:
-    """Round i: values drift with i; processes come and go; `down(h, i)` hosts are down."""
+def lab_round(i: int, hosts: int = 3, gpus: int = 2, procs: int = 3,
+              is_down: Callable[[int, int], bool] = lambda h, i: False) -> list[HostState]:
+    """Round i of a small lab (hosts h0, h1, ...): values drift with i; processes come and go;
+    hosts where `is_down(h, i)` are down. Sizes exact in bytes (GiB and MiB steps)."""
     out = []
     for h in range(hosts):
-        if down(h, i):
-            out.append(State(f"h{h}", up=False, rtt_ms=None))
+        name = f"h{h}"
+        if is_down(h, i):
+            out.append(down(name))
             continue
-        info = hm_pb2.HostInfo(id=f"h{h}", hostname=f"h{h}")
+        gpu_list = []
         for g in range(gpus):
             util = (i * 7 + h * 13 + g * 29) % 101
-            gi = info.gpus.add(id=g, utilization=util, mem_used=(i % 50) * GIB,
-                               mem_total=80 * GIB, temp=30 + util // 3, fanspeed=g,
-                               name="NVIDIA H200")
-            for p in range(procs if (i // 40 + h + g) % 4 else procs - 1):
-                pid = 1000 * h + 100 * g + p + (i // 90) * 7  # new pids now and then
-                gi.procs.add(pid=pid, uid=1000 + p, username=f"user{(h + p) % 4}",
-                             basename="python", mem=(p + 1) * GIB + (i % 3) * MIB,
-                             utilization=util // (p + 1))
-        info.disks.add(device="/dev/sda1", mount="/", used=(i % 100) * GIB, total=500 * GIB)
-        out.append(State(f"h{h}", info=info))
+            running = [
+                proc(f"user{(h + p) % 4}", pid=1000 * h + 100 * g + p + (i // 90) * 7,  # new pids
+                     uid=1000 + p, mem_gib=p + 1 + (i % 3) * MIB / GIB, util=util // (p + 1))
+                for p in range(procs if (i // 40 + h + g) % 4 else procs - 1)  # now and then
+            ]
+            gpu_list.append(gpu(g, *running, util=util, used_gib=i % 50, total_gib=80,
+                                name=H200, temp=30 + util // 3, fan=g))
+        disk = hm_pb2.DiskInfo(device="/dev/sda1", mount="/", used=(i % 100) * GIB,
+                               total=500 * GIB)
+        out.append(up(name, host_info(name, gpu_list, disks=[disk])))
     return out
 
 
@@ -96,12 +88,12 @@ def test_every_kind_of_work_that_is_due_advances_in_every_call(
     t = T0
     for i in range(2 * 360):  # two hours, maintained as it goes
         t = T0 + 10 * i
-        s.ingest(cluster(i), t)
+        s.ingest(lab_round(i), t)
         if i % 60 == 59:
             s.maintain(t)
     for i in range(2 * 360, 3 * 360):  # a third hour without maintenance: a backlog
         t = T0 + 10 * i
-        s.ingest(cluster(i), t)
+        s.ingest(lab_round(i), t)
     now = t + 5
     conn = sqlite3.connect(path)
 
@@ -167,7 +159,7 @@ def test_no_transaction_is_big_however_many_processes_a_round_has(
     small_pieces(monkeypatch, roll=1000, compact=1000, retain=1000)
     path = tmp_path / "history.db"
     s = SqliteHistory(path, raw_days=0.5 / 24)
-    rounds = [cluster(i, hosts=8, gpus=8, procs=30) for i in range(2)]  # 1,920 processes
+    rounds = [lab_round(i, hosts=8, gpus=8, procs=30) for i in range(2)]  # 1,920 processes
     n = 100  # more than one slice
     for i in range(n):
         s.ingest(rounds[i % 2], T0 + 10 * i)
@@ -206,7 +198,7 @@ def test_interrupted_maintenance_repeats_nothing_and_loses_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     n = 3 * 360  # three hours
-    states = [cluster(i, down=lambda h, i: h == 1 and 200 <= i < 260) for i in range(n)]
+    states = [lab_round(i, is_down=lambda h, i: h == 1 and 200 <= i < 260) for i in range(n)]
     ref = SqliteHistory(tmp_path / "ref.db", raw_days=1 / 24)
     for i in range(n):
         ref.ingest(states[i], T0 + 10 * i)
@@ -271,7 +263,7 @@ def test_readers_see_each_sample_once_while_a_slice_is_half_compacted(
     s = SqliteHistory(path)
     n = 150  # 25 minutes: two closed slices
     for i in range(n):
-        s.ingest(cluster(i), T0 + 10 * i)
+        s.ingest(lab_round(i), T0 + 10 * i)
     now = T0 + 10 * n
     expected = reads(s, now)
     half = 0
@@ -308,7 +300,7 @@ def test_feature_maintains_every_round_while_work_is_left(
         return MaintainReport(0, 0, 0, 0.0, bool(done))
 
     monkeypatch.setattr(feature.store, "maintain", fake_maintain)
-    states = cluster(0)
+    states = lab_round(0)
     for i in range(64):
         feature.on_round(states, T0 + 10 * i)
     assert [round(t - T0) for t, _ in calls] == [
@@ -338,7 +330,7 @@ def test_head_stays_within_its_bound_through_the_feature(tmp_path: Path) -> None
     feature = HistoryRecorder(settings(tmp_path), tmp_path)
     path = tmp_path / "history.sqlite"
     conn = sqlite3.connect(path)
-    rounds = [cluster(i, hosts=6, gpus=8, procs=12) for i in range(2)]  # 576 processes
+    rounds = [lab_round(i, hosts=6, gpus=8, procs=12) for i in range(2)]  # 576 processes
     most = 0
     for i in range(240):  # 40 minutes
         feature.on_round(rounds[i % 2], T0 + 10 * i)
@@ -372,11 +364,11 @@ def test_odd_values_from_agents_pass_through_ingest_maintenance_and_reads(
     info.disks.add(device=huge, mount=huge, used=2**64 - 1, total=0)
     info.disks.add(device="", mount="", used=0, total=2**64 - 1)
     odd = [
-        State("odd", info=info, rtt_ms=float("nan")),
-        State("surrogate \udcff name", info=info, rtt_ms=float("inf")),
-        State("odd", info=info),  # the same host twice in a round: the first counts
-        State("", up=False, rtt_ms=1e300),
-        State("x" * 5000, rtt_ms=-3.0, info=hm_pb2.HostInfo()),
+        up("odd", info, rtt_ms=float("nan")),
+        up("surrogate \udcff name", info, rtt_ms=float("inf")),
+        up("odd", info),  # the same host twice in a round: the first counts
+        replace(down(""), rtt_ms=1e300),  # down, and yet a round trip
+        up("x" * 5000, hm_pb2.HostInfo(), rtt_ms=-3.0),
     ]
     for i in range(200):
         s.ingest(odd if i % 2 else odd[:2], T0 + 10 * i)
@@ -403,7 +395,7 @@ def test_odd_values_from_agents_pass_through_ingest_maintenance_and_reads(
 
 def test_bulk_rows_must_belong_to_their_rounds(tmp_path: Path) -> None:
     s = SqliteHistory(tmp_path / "history.db")
-    s.ingest(cluster(0), T0)
+    s.ingest(lab_round(0), T0)
     with pytest.raises(ValueError, match="not one of the rounds"):
         s._bulk_append([int(T0 * 1000) + 10_000], [(int(T0 * 1000) + 5_000, 1, 1, 0, 0)], [],
                        [])
@@ -413,7 +405,7 @@ def test_bulk_rows_must_belong_to_their_rounds(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------ schema 1 -> 2
 
 
-def make_schema_1(path: Path, states: list[list[State]]) -> None:
+def make_schema_1(path: Path, states: list[list[HostState]]) -> None:
     """A version-1 file with these rounds in its head, none rolled up: a version-2 store's
     file, taken back to version 1 (dt and share in the process rows, no accounting sums)."""
     s = SqliteHistory(path)
@@ -446,7 +438,7 @@ def make_schema_1(path: Path, states: list[list[State]]) -> None:
 
 
 def test_a_schema_1_file_is_upgraded_in_place(tmp_path: Path) -> None:
-    states = [cluster(i) for i in range(200)]
+    states = [lab_round(i) for i in range(200)]
     make_schema_1(tmp_path / "old.db", states)
     ref = SqliteHistory(tmp_path / "ref.db")
     for i, round_ in enumerate(states):

@@ -13,51 +13,17 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from builders import GIB, MIB, down, gpu, host_info, proc, up
 
 from hmonitor._pb import hm_pb2
 from hmonitor.web.history import SqliteHistory, UsageTotals, _codec
 from hmonitor.web.storage import StorageError
 
-MIB = 1 << 20
-GIB = 1 << 30
 DAY = 86_400.0
 T0 = 1_800_000_000.0 - 1_800_000_000.0 % DAY  # midnight UTC, so every bucket edge is aligned
-
-
-@dataclass(frozen=True)
-class State:
-    """Shaped like hmonitor.web.poller.HostState."""
-
-    name: str
-    up: bool = True
-    info: hm_pb2.HostInfo | None = None
-    rtt_ms: float | None = 1.0
-    address: str = "127.0.0.1:9203"
-    error: str = ""
-    last_seen: float | None = None
-    polled_at: float | None = None
-
-
-def proc(pid: int, user: str, mem: int = GIB, basename: str = "python") -> hm_pb2.ProcInfo:
-    return hm_pb2.ProcInfo(pid=pid, username=user, basename=basename, mem=mem, uid=1000 + pid)
-
-
-def gpu(
-    idx: int, util: int = 0, mem: int = 0, *, procs: Iterable[hm_pb2.ProcInfo] = (),
-    total: int = 80 * GIB, temp: int = 40, fan: int = 0,
-) -> hm_pb2.GPUInfo:
-    return hm_pb2.GPUInfo(id=idx, utilization=util, mem_used=mem, mem_total=total, temp=temp,
-                          fanspeed=fan, name="NVIDIA H200", procs=list(procs))
-
-
-def host(name: str, *gpus: hm_pb2.GPUInfo, up: bool = True,
-         disks: Sequence[hm_pb2.DiskInfo] = ()) -> State:
-    info = hm_pb2.HostInfo(id=name, hostname=name, gpus=list(gpus), disks=list(disks))
-    return State(name=name, up=up, info=info)
 
 
 def open_store(path: Path, **kw: float) -> SqliteHistory:
@@ -102,8 +68,9 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
 
 def test_ingest_then_series_returns_the_samples(store: SqliteHistory) -> None:
     for i in range(30):
-        store.ingest([host("a", gpu(0, util=i, mem=i * MIB, temp=30 + i, fan=i % 3),
-                           gpu(1, util=100 - i))], T0 + 10 * i)
+        store.ingest([up("a", host_info("a", [
+            gpu(0, util=i, used_gib=i * MIB / GIB, temp=30 + i, fan=i % 3),
+            gpu(1, util=100 - i)]))], T0 + 10 * i)
     t, v = store.series("a", 0, "util", T0, T0 + 300)
     assert t == [T0 + 10 * i for i in range(30)]
     assert v == [float(i) for i in range(30)]
@@ -125,10 +92,10 @@ def test_ingest_then_series_returns_the_samples(store: SqliteHistory) -> None:
 
 
 def test_a_down_host_stores_only_its_up_down_row(store: SqliteHistory) -> None:
-    stale = host("a", gpu(0, util=99))
+    stale = up("a", host_info("a", [gpu(0, util=99)]))
     for i in range(10):
-        up = i not in (3, 4, 5)
-        state = stale if up else State(name="a", up=False, info=stale.info, rtt_ms=None)
+        answered = i not in (3, 4, 5)
+        state = stale if answered else down("a", info=stale.info)  # its last snapshot kept
         store.ingest([state], T0 + 10 * i)
     assert [s[0] for s in store.raw_samples("a", 0, T0, T0 + 100)] == [
         T0 + 10 * i for i in (0, 1, 2, 6, 7, 8, 9)
@@ -146,7 +113,7 @@ def test_disks_are_stored_at_most_once_per_disk_interval(tmp_path: Path) -> None
         d = hm_pb2.DiskInfo()
         d.CopyFrom(disk)
         d.used = i * GIB
-        s.ingest([host("a", gpu(0), disks=[d])], T0 + 10 * i)
+        s.ingest([up("a", host_info("a", [gpu(0)], disks=[d]))], T0 + 10 * i)
     t, v = s.disk_series("a", "/", T0, T0 + 130)
     assert t == [T0, T0 + 60, T0 + 120]
     assert v == [0.0, 6.0 * GIB, 12.0 * GIB]
@@ -163,7 +130,8 @@ def ingest_steady(s: SqliteHistory, start: float, end: float, step: float,
     t = start
     while t < end:
         minute = int(t // 60) % 60
-        s.ingest([host("a", gpu(0, util=minute, mem=minute * MIB, temp=minute))], t)
+        s.ingest([up("a", host_info("a", [
+            gpu(0, util=minute, used_gib=minute * MIB / GIB, temp=minute)]))], t)
         n += 1
         if maintain_every and n % maintain_every == 0:
             s.maintain(t + 7.5)  # at odd moments: mid-minute, mid-slice
@@ -254,7 +222,7 @@ def test_max_points_for_an_hour_a_day_ten_days_and_a_year(tmp_path: Path, max_po
     rounds += [now - 10 * DAY + 300 * i for i in range(int(10 * DAY / 300) - 20)]  # 5-min
     rounds += [now - 3600 + 10 * i for i in range(360)]  # every 10 s in the last hour
     for i, when in enumerate(sorted(set(rounds))):
-        s.ingest([host("a", gpu(0, util=i % 100))], when)
+        s.ingest([up("a", host_info("a", [gpu(0, util=i % 100)]))], when)
         if i % 500 == 0:
             s.maintain(when)
     s.maintain(now)
@@ -271,15 +239,15 @@ def test_max_points_for_an_hour_a_day_ten_days_and_a_year(tmp_path: Path, max_po
 
 def test_restart_continues_the_same_history(tmp_path: Path) -> None:
     s = open_store(tmp_path)
-    user = [proc(7, "ann", mem=2 * GIB)]
+    user = [proc("ann", pid=7, mem_gib=2)]
     for i in range(200):
-        s.ingest([host("a", gpu(0, util=1, procs=user))], T0 + 10 * i)
+        s.ingest([up("a", host_info("a", [gpu(0, *user, util=1)]))], T0 + 10 * i)
         if i == 100:
             s.maintain(T0 + 10 * i)
     s.close()  # the dashboard restarts and misses two rounds: a 30 s gap, still unbroken
     s = open_store(tmp_path)
     for i in range(202, 400):
-        s.ingest([host("a", gpu(0, util=1, procs=user))], T0 + 10 * i)
+        s.ingest([up("a", host_info("a", [gpu(0, *user, util=1)]))], T0 + 10 * i)
     s.maintain(T0 + 4000)
     t, _ = s.series("a", 0, "util", T0, T0 + 4000)
     assert len(t) == 200 + 198
@@ -355,7 +323,7 @@ def test_kill_9_mid_ingest_keeps_every_committed_round(tmp_path: Path) -> None:
     assert stored[: len(committed)] == committed  # every committed round, in order
     assert len(stored) - len(committed) in (0, 1)  # plus at most the one being reported
     # And it goes on from there.
-    s.ingest([host("h19", gpu(7))], T0 + 10 * (stored[-1] + 1))
+    s.ingest([up("h19", host_info("h19", [gpu(7)]))], T0 + 10 * (stored[-1] + 1))
     s.close()
 
 
@@ -366,10 +334,10 @@ def test_gpu_hours_are_split_between_users_sharing_a_gpu(tmp_path: Path) -> None
     s = open_store(tmp_path)
     # Every 10 s from T0 - 10: the window [T0, T0 + 3600) holds 360 samples of 10 s each.
     for i in range(361):
-        g0 = gpu(0, procs=[proc(1, "ann", 2 * GIB)])  # ann alone: 1 GPU-h, 2 GiB-h
-        g1 = gpu(1, procs=[proc(2, "bob", GIB), proc(3, "cat", 3 * GIB),
-                           proc(4, "cat", GIB)])  # bob and cat split it: 0.5 each
-        s.ingest([host("a", g0, g1)], T0 - 10 + 10 * i)
+        g0 = gpu(0, proc("ann", pid=1, mem_gib=2))  # ann alone: 1 GPU-h, 2 GiB-h
+        g1 = gpu(1, proc("bob", pid=2, mem_gib=1), proc("cat", pid=3, mem_gib=3),
+                 proc("cat", pid=4, mem_gib=1))  # bob and cat split it: 0.5 each
+        s.ingest([up("a", host_info("a", [g0, g1]))], T0 - 10 + 10 * i)
     expect = {"ann": (1.0, 2.0), "bob": (0.5, 1.0), "cat": (0.5, 4.0)}
 
     def check(usage: dict[str, dict[float, UsageTotals]]) -> None:
@@ -390,14 +358,13 @@ def test_gpu_hours_are_split_between_users_sharing_a_gpu(tmp_path: Path) -> None
 
 def test_gaps_count_at_most_three_intervals(tmp_path: Path) -> None:
     s = open_store(tmp_path, interval=10)
-    ann = [proc(1, "ann")]
+    ann = [proc("ann", pid=1, mem_gib=1)]
     times = [T0 + 10 * i for i in range(10)]  # 9 intervals of 10 s
     times += [times[-1] + 600 + 10 * i for i in range(5)]  # a 10-minute gap: 30 s, then 4 x 10 s
     for t in times:
-        s.ingest([host("a", gpu(0, procs=ann))], t)
-    down = State(name="a", up=False, rtt_ms=None)
-    s.ingest([down], times[-1] + 10)  # a down round counts nothing
-    s.ingest([host("a", gpu(0, procs=ann))], times[-1] + 20)  # 20 s since the last sample
+        s.ingest([up("a", host_info("a", [gpu(0, *ann)]))], t)
+    s.ingest([down("a")], times[-1] + 10)  # a down round counts nothing
+    s.ingest([up("a", host_info("a", [gpu(0, *ann)]))], times[-1] + 20)  # 20 s since the last
     usage = s.user_usage(times[-1] + 30, [DAY])["ann"][DAY]
     assert usage.gpu_hours == pytest.approx((90 + 30 + 40 + 20) / 3600)
     s.close()
@@ -411,8 +378,8 @@ def idle_history(s: SqliteHistory, utils: Sequence[int], start: float = T0) -> f
     t = start
     for i, u in enumerate(utils):
         t = start + 10 * i
-        s.ingest([host("a", gpu(0, util=u, mem=5 * GIB, procs=[proc(9, "ann", 4 * GIB)]),
-                       gpu(1, util=0))], t)
+        s.ingest([up("a", host_info("a", [
+            gpu(0, proc("ann", pid=9, mem_gib=4), util=u, used_gib=5), gpu(1, util=0)]))], t)
     return t
 
 
@@ -453,17 +420,18 @@ def test_idle_run_starts_after_the_last_busy_sample_for_any_threshold(tmp_path: 
 
 def test_idle_run_restarts_when_the_process_or_host_goes_away(tmp_path: Path) -> None:
     s = open_store(tmp_path)
-    ann = [proc(9, "ann")]
+    ann = [proc("ann", pid=9, mem_gib=1)]
     t = T0
     for i in range(100):  # 1000 s idle with the process...
         t = T0 + 10 * i
-        s.ingest([host("a", gpu(0, procs=ann if i != 40 else []))], t)  # ...gone once at 40
+        procs = ann if i != 40 else []  # ...gone once at 40
+        s.ingest([up("a", host_info("a", [gpu(0, *procs)]))], t)
     hogs = s.idle_hogs(t, min_seconds=100)
     assert [h.since for h in hogs] == [T0 + 410]
-    s.ingest([State(name="a", up=False)], t + 10)  # a down round breaks the run
+    s.ingest([down("a")], t + 10)  # a down round breaks the run
     assert s.idle_hogs(t + 10, min_seconds=100) == []
     for i in range(2, 30):
-        s.ingest([host("a", gpu(0, procs=ann))], t + 10 * i)
+        s.ingest([up("a", host_info("a", [gpu(0, *ann)]))], t + 10 * i)
     hogs = s.idle_hogs(t + 290, min_seconds=100)
     assert [h.since for h in hogs] == [t + 20]
     # Nothing is flagged when the host's latest sample is older than three intervals.
@@ -479,9 +447,9 @@ def test_sparklines_cover_every_gpu_with_util_and_memory_fraction(tmp_path: Path
     for i in range(24 * 360):  # a day at 10 s: a@0 busy in the first half, b@0 from 20 GiB
         t = T0 + 10 * i
         first_half = i < 12 * 360
-        s.ingest([host("a", gpu(0, util=80 if first_half else 0, mem=(40 if first_half else 0)
-                                * GIB), gpu(1, util=10)),
-                  host("b", gpu(0, util=50, mem=20 * GIB))], t)
+        a0 = gpu(0, util=80 if first_half else 0, used_gib=40 if first_half else 0)
+        s.ingest([up("a", host_info("a", [a0, gpu(1, util=10)])),
+                  up("b", host_info("b", [gpu(0, util=50, used_gib=20)]))], t)
         if i % 720 == 719:
             s.maintain(t)
     now = T0 + DAY
@@ -502,10 +470,10 @@ def test_sparklines_cover_every_gpu_with_util_and_memory_fraction(tmp_path: Path
 
 def test_process_series_stacks_memory_by_user(store: SqliteHistory) -> None:
     for i in range(60):
-        procs = [proc(1, "ann", 2 * GIB)]
+        procs = [proc("ann", pid=1, mem_gib=2)]
         if i >= 30:
-            procs += [proc(2, "bob", GIB), proc(3, "bob", GIB)]
-        store.ingest([host("a", gpu(0, procs=procs))], T0 + 10 * i)
+            procs += [proc("bob", pid=2, mem_gib=1), proc("bob", pid=3, mem_gib=1)]
+        store.ingest([up("a", host_info("a", [gpu(0, *procs)]))], T0 + 10 * i)
     t, per_user = store.process_series("a", 0, T0, T0 + 600, max_points=2)
     assert t == [T0 + 145, T0 + 445]
     assert per_user == {"ann": [2.0 * GIB, 2.0 * GIB], "bob": [0.0, 2.0 * GIB]}
@@ -533,7 +501,8 @@ def test_readers_in_other_threads_while_the_poller_writes(tmp_path: Path) -> Non
     for r in readers:
         r.start()
     for i in range(400):
-        s.ingest([host("a", gpu(0, util=i % 100, procs=[proc(1, "ann")]))], T0 + 10 * i)
+        s.ingest([up("a", host_info("a", [gpu(0, proc("ann", pid=1, mem_gib=1), util=i % 100)]))],
+                 T0 + 10 * i)
         if i % 100 == 99:
             s.maintain(T0 + 10 * i)
     stop.set()

@@ -5,6 +5,7 @@ a watch on console errors, page errors and CSP violations.
 A module, not tests/browser/conftest.py: that would be a second module named "conftest" for
 mypy. Its fixtures (``browser``, and ``page``, which needs the test module's own ``dashboard``
 fixture) are registered by ``pytest_plugins`` in tests/conftest.py; its helpers are imported.
+The agents' snapshots are built with tests/builders.py.
 """
 
 from __future__ import annotations
@@ -32,8 +33,6 @@ from hmonitor.web.state import get_state
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 TOKEN = "browser-test-token"
-GIB = 1 << 30
-FAR = 4102444800  # 2100-01-01
 
 # A browser test module's ``pytestmark``.
 BROWSER_MARKS = [

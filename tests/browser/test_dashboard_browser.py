@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from browserkit import ARTIFACTS, BROWSER_MARKS, FAR, GIB, Dashboard, Watch, run_dashboard, text
+from browserkit import ARTIFACTS, BROWSER_MARKS, Dashboard, Watch, run_dashboard, text
+from builders import FAR_FUTURE, H200, gpu, host_info, lost_gpu, proc
 from playwright.sync_api import expect
 
 from hmonitor._pb import hm_pb2
@@ -22,47 +23,30 @@ from hmonitor._pb import hm_pb2
 pytestmark = BROWSER_MARKS
 
 
-def _proc(user: str, pid: int, mem_gib: float, expiration: int = FAR,
-          uid: int = 1000) -> hm_pb2.ProcInfo:
-    return hm_pb2.ProcInfo(pid=pid, uid=uid, username=user, basename="python",
-                           expiration=expiration, utilization=40, mem=int(mem_gib * GIB))
-
-
-def _gpu(index: int, *procs: hm_pb2.ProcInfo, util: int = 0, used: float = 0.3,
-         total: float = 80, name: str = "NVIDIA A100-SXM4-80GB", temp: int = 38,
-         fan: int = 0) -> hm_pb2.GPUInfo:
-    return hm_pb2.GPUInfo(id=index, mem_used=int(used * GIB), mem_total=int(total * GIB),
-                          utilization=util, temp=temp, name=name, fanspeed=fan, procs=procs)
-
-
-def _disks(*fills: tuple[str, float]) -> list[hm_pb2.DiskInfo]:
-    return [hm_pb2.DiskInfo(device=f"/dev/nvme0n{i}", mount=m, total=2000 * GIB,
-                            used=int(2000 * GIB * f)) for i, (m, f) in enumerate(fills)]
-
-
 def snapshot_a() -> hm_pb2.HostInfo:
     now = int(time.time())
-    return hm_pb2.HostInfo(
-        id="gpu-a", ip="10.20.0.11", hostname="gpu-a.lab", gpus=[
-            _gpu(0, _proc("alice", 1201, 61.5), util=97, used=62, temp=71, total=80),
-            _gpu(1, _proc("bob", 1302, 18.0, expiration=now - 86400),
-                 _proc("bob", 1303, 4.0, expiration=now - 86400), util=64, used=22.5, temp=66),
-            _gpu(2, util=0, used=0.4, temp=34),
-            _gpu(3, _proc("", 1404, 7.5, expiration=0, uid=31337), util=23, used=8, temp=51),
-        ], disks=_disks(("/", 0.42), ("/data", 0.94)))
+    return host_info("gpu-a", [
+        gpu(0, proc("alice", pid=1201, mem_gib=61.5, expiration=FAR_FUTURE), util=97,
+            used_gib=62, temp=71, total_gib=80),
+        gpu(1, proc("bob", pid=1302, mem_gib=18.0, expiration=now - 86400),
+            proc("bob", pid=1303, mem_gib=4.0, expiration=now - 86400), util=64, used_gib=22.5,
+            temp=66),
+        gpu(2, util=0, used_gib=0.4, temp=34),
+        gpu(3, proc("", pid=1404, mem_gib=7.5, expiration=0, uid=31337), util=23, used_gib=8,
+            temp=51),
+    ], ip="10.20.0.11", disks=(("/", 0.42), ("/data", 0.94)))
 
 
 def snapshot_b() -> hm_pb2.HostInfo:
     now = int(time.time())
-    return hm_pb2.HostInfo(
-        id="gpu-b", ip="10.20.0.12", hostname="gpu-b.lab", gpus=[
-            _gpu(0, _proc("carol", 2101, 70.2, expiration=now + 5 * 86400), util=88, used=71,
-                 total=141, name="NVIDIA H200", temp=62),
-            _gpu(1, _proc("dave", 2202, 33.0, expiration=1), util=45, used=33.5, total=141,
-                 name="NVIDIA H200", temp=57),
-            hm_pb2.GPUInfo(id=2, name="GPU lost: Unknown Error (GPU has fallen off the bus)"),
-            _gpu(3, util=1, used=0.5, total=141, name="NVIDIA H200", temp=35),
-        ], disks=_disks(("/", 0.61), ("/scratch", 0.73)))
+    return host_info("gpu-b", [
+        gpu(0, proc("carol", pid=2101, mem_gib=70.2, expiration=now + 5 * 86400), util=88,
+            used_gib=71, total_gib=141, name=H200, temp=62),
+        gpu(1, proc("dave", pid=2202, mem_gib=33.0, expiration=1), util=45, used_gib=33.5,
+            total_gib=141, name=H200, temp=57),
+        lost_gpu(2, "Unknown Error (GPU has fallen off the bus)"),
+        gpu(3, util=1, used_gib=0.5, total_gib=141, name=H200, temp=35),
+    ], ip="10.20.0.12", disks=(("/", 0.61), ("/scratch", 0.73)))
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +154,7 @@ def test_live_refresh_swaps_in_the_servers_panel_and_follows_the_agents(
     # A new job on gpu-a appears without a reload.
     pg.evaluate("window.__marker = 1")
     info = snapshot_a()
-    info.gpus[2].procs.append(_proc("zoe", 1999, 12.0))
+    info.gpus[2].procs.append(proc("zoe", pid=1999, mem_gib=12.0, expiration=FAR_FUTURE))
     info.gpus[2].utilization = 77
     dashboard.agents["gpu-a"].info = info
     expect(pg.locator("article[data-k='gpu-a']")).to_contain_text("zoe", timeout=20_000)
@@ -186,7 +170,8 @@ def test_an_agent_sending_too_much_is_shown_cut_and_marked_truncated(
     pg, watch = page
     flood = snapshot_b()
     flood.gpus[0].name = "NVIDIA " + "H" * 5_000_000
-    flood.gpus[1].procs.extend(_proc(f"u{i}", 5000 + i, 0.1) for i in range(1000))
+    flood.gpus[1].procs.extend(proc(f"u{i}", pid=5000 + i, mem_gib=0.1, expiration=FAR_FUTURE)
+                               for i in range(1000))
     dashboard.agents["gpu-b"].info = flood
     try:
         panel = pg.locator("article[data-k='gpu-b']")
@@ -220,7 +205,7 @@ def test_the_cluster_map_shows_a_tile_per_host_and_the_panel_on_hover(
     assert "alice (62 GiB, 2100-01-01)" in text(pg, ".card")
     # A change on the host reaches its tile with the next refresh.
     info = snapshot_a()
-    info.gpus[2].procs.append(_proc("zoe", 1999, 12.0))
+    info.gpus[2].procs.append(proc("zoe", pid=1999, mem_gib=12.0, expiration=FAR_FUTURE))
     info.gpus[2].utilization = 77
     dashboard.agents["gpu-a"].info = info
     try:

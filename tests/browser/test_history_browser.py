@@ -23,8 +23,6 @@ import pytest
 from browserkit import (
     ARTIFACTS,
     BROWSER_MARKS,
-    FAR,
-    GIB,
     TOKEN,
     Dashboard,
     Watch,
@@ -33,12 +31,12 @@ from browserkit import (
     serve,
     text,
 )
+from builders import H200, FakePoller, cluster, down, gpu, host_info, proc, up
 from flask import Flask
 from playwright.sync_api import expect
 
 from hmonitor._pb import hm_pb2
 from hmonitor.web.app import create_app
-from hmonitor.web.hoststate import HostState
 from hmonitor.web.settings import load_settings
 from hmonitor.web.state import get_state
 
@@ -52,18 +50,9 @@ pytestmark = BROWSER_MARKS
 # --- the cluster and its history ----------------------------------------------------------------
 
 
-def _proc(user: str, pid: int, mem_gib: float, util: int = 40) -> hm_pb2.ProcInfo:
-    return hm_pb2.ProcInfo(pid=pid, uid=1000 + pid % 100, username=user, basename="python",
-                           expiration=FAR, utilization=util, mem=int(mem_gib * GIB))
-
-
-def _gpu(index: int, *procs: hm_pb2.ProcInfo, util: float, total: float, name: str,
-         temp: float | None = None) -> hm_pb2.GPUInfo:
-    used = sum(p.mem for p in procs) + int(0.4 * GIB)
-    return hm_pb2.GPUInfo(id=index, mem_used=used, mem_total=int(total * GIB),
-                          utilization=round(util), temp=round(temp if temp is not None
-                                                              else 33 + util * 0.4),
-                          name=name, procs=procs)
+def warm(util: float) -> int:
+    """A GPU's temperature at ``util`` %: the charts' temperature line follows utilization."""
+    return round(33 + util * 0.4)
 
 
 def snapshots(k: int) -> dict[str, hm_pb2.HostInfo]:
@@ -74,28 +63,26 @@ def snapshots(k: int) -> dict[str, hm_pb2.HostInfo]:
     process); GPU 3 is free. gpu-b: dave on GPU 0 (the host is down for a while); GPU 1 free.
     """
     k = min(k, ROUNDS - 1)
-    a100, h200 = "NVIDIA A100-SXM4-80GB", "NVIDIA H200"
     wave = math.sin(k / 9) * 0.5 + 0.5
     g1: list[hm_pb2.ProcInfo] = []
     if k >= 300:
-        g1.append(_proc("bob", 1302, 18 + 6 * wave))
+        g1.append(proc("bob", pid=1302, mem_gib=18 + 6 * wave))
     if k >= ROUNDS - 30:
-        g1.append(_proc("carol", 1310, 12))
+        g1.append(proc("carol", pid=1310, mem_gib=12))
+    a0, a1, b0 = 70 + 28 * wave, (35 + 30 * (1 - wave)) if g1 else 0, 60 + 35 * wave
     return {
-        "gpu-a": hm_pb2.HostInfo(id="gpu-a", ip="10.20.0.11", hostname="gpu-a.lab", gpus=[
-            _gpu(0, _proc("alice", 1201, 36 + 26 * k / ROUNDS, 90), util=70 + 28 * wave,
-                 total=80, name=a100),
-            _gpu(1, *g1, util=(35 + 30 * (1 - wave)) if g1 else 0, total=80, name=a100),
-            _gpu(2, _proc("erin", 1501, 5, 0), util=0, total=80, name=a100),
-            _gpu(3, util=0, total=80, name=a100),
-        ], disks=[hm_pb2.DiskInfo(device="/dev/nvme0n1", mount="/", total=2000 * GIB,
-                                  used=900 * GIB)]),
-        "gpu-b": hm_pb2.HostInfo(id="gpu-b", ip="10.20.0.12", hostname="gpu-b.lab", gpus=[
-            _gpu(0, _proc("dave", 2101, 96 + 20 * wave, 80), util=60 + 35 * wave, total=141,
-                 name=h200),
-            _gpu(1, util=0, total=141, name=h200),
-        ], disks=[hm_pb2.DiskInfo(device="/dev/nvme0n1", mount="/scratch", total=4000 * GIB,
-                                  used=3800 * GIB)]),
+        "gpu-a": host_info("gpu-a", [
+            gpu(0, proc("alice", pid=1201, mem_gib=36 + 26 * k / ROUNDS, util=90),
+                util=round(a0), temp=warm(a0)),
+            gpu(1, *g1, util=round(a1), temp=warm(a1)),
+            gpu(2, proc("erin", pid=1501, mem_gib=5, util=0), temp=warm(0)),
+            gpu(3, temp=warm(0)),
+        ], ip="10.20.0.11", disks=(("/", 0.45),)),
+        "gpu-b": host_info("gpu-b", [
+            gpu(0, proc("dave", pid=2101, mem_gib=96 + 20 * wave, util=80), util=round(b0),
+                temp=warm(b0), total_gib=141, name=H200),
+            gpu(1, temp=warm(0), total_gib=141, name=H200),
+        ], ip="10.20.0.12", disks=(("/scratch", 0.95),)),
     }
 
 
@@ -105,11 +92,10 @@ def seed(app: Flask, first: float) -> None:
         t = first + k * INTERVAL
         states = []
         for name, info in snapshots(k).items():
-            up = not (name == "gpu-b" and k in DOWN)
-            states.append(HostState(name=name, address="", up=up,
-                                    error="" if up else "no answer within 1 s",
-                                    last_seen=t, rtt_ms=1.0 if up else None,
-                                    info=info if up else None, polled_at=t))
+            if name == "gpu-b" and k in DOWN:
+                states.append(down(name, "no answer within 1 s", last_seen=t, at=t))
+            else:
+                states.append(up(name, info, at=t))
         feature.on_round(states, t)
 
 
@@ -250,42 +236,6 @@ def test_users_page_gpu_hours_and_sorting(page: tuple[Any, Watch]) -> None:
 # --- 800 sparklines ----------------------------------------------------------------------------
 
 
-class StaticPoller:
-    """A poller over fixed states (no agents): 100 hosts x 8 GPUs without 100 gRPC servers."""
-
-    def __init__(self, states: list[HostState]) -> None:
-        self.states = states
-
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
-
-    def hosts(self) -> list[HostState]:
-        return list(self.states)
-
-    def host(self, name: str) -> HostState | None:
-        return next((h for h in self.states if h.name == name), None)
-
-    def set_servers(self, servers: Any) -> None:
-        pass
-
-
-def big_cluster(t: float, k: int) -> list[HostState]:
-    states = []
-    for h in range(100):
-        gpus = [_gpu(g, *(_proc(f"user{(h + g + p) % 40}", 10_000 + g * 10 + p, 9.5)
-                          for p in range(4)),
-                     util=(h * 7 + g * 13 + k * 5) % 100, total=141, name="NVIDIA H200")
-                for g in range(8)]
-        name = f"gpu{h:03d}"
-        states.append(HostState(name=name, address=f"{name}:9203", up=True, error="",
-                                last_seen=t, rtt_ms=1.0, polled_at=t,
-                                info=hm_pb2.HostInfo(id=name, hostname=name, gpus=gpus)))
-    return states
-
-
 def test_sparklines_are_drawn_for_the_panels_on_screen_only(
     browser: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -294,11 +244,11 @@ def test_sparklines_are_drawn_for_the_panels_on_screen_only(
     now = time.time()
     rounds = 24  # the last 48 minutes: every sparkline has a few points
     app = create_app(load_settings(tmp_path / "settings.py"),
-                     poller=StaticPoller(big_cluster(now, 0)), start_poller=False)
+                     poller=FakePoller(cluster(at=now, round_no=0)), start_poller=False)
     feature = get_state(app).recorder
     for k in range(rounds):
         t = now - (rounds - k) * INTERVAL
-        feature.on_round(big_cluster(t, k), t)
+        feature.on_round(cluster(at=t, round_no=k), t)
     context = browser.new_context(viewport={"width": 1440, "height": 900})
     try:
         with serve(app) as url:

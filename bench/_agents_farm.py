@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import resource
 import signal
 import socket
@@ -59,6 +60,31 @@ class _Healthy(hm_pb2_grpc.HostMonitorServicer):
             hm_pb2.RequestInfo, hm_pb2.HostInfo]
     ) -> hm_pb2.HostInfo:
         return self._infos[next(self._next) % len(self._infos)]
+
+
+class _Churning(hm_pb2_grpc.HostMonitorServicer):
+    """A lab that changes as labs do: each host (told apart by the caller's channel, one per
+    agent) keeps its own snapshot, and at each call a `churn` share of its GPUs starts to run at
+    another utilization (a step of 30-70 points: a different tenth, as the page shows it)."""
+
+    def __init__(self, churn: float, seed: int = 1) -> None:
+        self._churn = churn
+        self._rng = random.Random(seed)
+        self._hosts: dict[str, hm_pb2.HostInfo] = {}
+
+    async def GetInfo(
+        self, request: hm_pb2.RequestInfo, context: grpc.aio.ServicerContext[
+            hm_pb2.RequestInfo, hm_pb2.HostInfo]
+    ) -> hm_pb2.HostInfo:
+        peer = context.peer()
+        info = self._hosts.get(peer)
+        if info is None:
+            info = self._hosts[peer] = busy_host(len(self._hosts))
+            return info
+        for gpu in info.gpus:
+            if self._rng.random() < self._churn:
+                gpu.utilization = (gpu.utilization + self._rng.randint(30, 70)) % 101
+        return info
 
 
 class _Hung(hm_pb2_grpc.HostMonitorServicer):
@@ -102,7 +128,7 @@ def _hung_sockets(n: int) -> list[socket.socket]:
     return socks
 
 
-async def serve(healthy: int, hung_tcp: int, hung_grpc: int) -> None:
+async def serve(healthy: int, hung_tcp: int, hung_grpc: int, churn: float | None) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -120,7 +146,8 @@ async def serve(healthy: int, hung_tcp: int, hung_grpc: int) -> None:
     try:
         ports["hung_tcp"] = [s.getsockname()[1] for s in socks]
         kinds: list[tuple[str, int, hm_pb2_grpc.HostMonitorServicer]] = [
-            ("healthy", healthy, _Healthy()), ("hung_grpc", hung_grpc, _Hung())]
+            ("healthy", healthy, _Healthy() if churn is None else _Churning(churn)),
+            ("hung_grpc", hung_grpc, _Hung())]
         for kind, n, servicer in kinds:
             if not n:
                 continue
@@ -142,9 +169,13 @@ def main() -> None:
     parser.add_argument("--healthy", type=int, default=100)
     parser.add_argument("--hung-tcp", type=int, default=0)
     parser.add_argument("--hung-grpc", type=int, default=0)
+    parser.add_argument("--churn", type=float, metavar="SHARE",
+                        help="each host keeps its own snapshot, and this share of its GPUs "
+                        "changes utilization at each call (default: every call answers one of "
+                        "16 snapshots in turn)")
     args = parser.parse_args()
     raise_nofile(4 * (args.healthy + args.hung_tcp + args.hung_grpc) + 1024)
-    asyncio.run(serve(args.healthy, args.hung_tcp, args.hung_grpc))
+    asyncio.run(serve(args.healthy, args.hung_tcp, args.hung_grpc, args.churn))
 
 
 if __name__ == "__main__":

@@ -24,9 +24,15 @@
 
   var parser = document.createElement("template");
 
-  function fromHTML(html) {
-    parser.innerHTML = html;
-    return parser.content.firstElementChild;
+  // The units of an answer, parsed in one go (one parse of many fragments is far cheaper than
+  // one per fragment): key -> element.
+  function parseUnits(units) {
+    var keys = Object.keys(units);
+    parser.innerHTML = keys.map(function (k) { return units[k]; }).join("");
+    var parsed = new Map();
+    var nodes = parser.content.children;
+    for (var i = 0; i < nodes.length; i++) parsed.set(nodes[i].dataset.k, nodes[i]);
+    return parsed;
   }
 
   function keyed() {
@@ -55,27 +61,26 @@
 
   function apply(data, full) {
     var byKey = keyed();
+    var fresh = parseUnits(data.units);
     if (grid.className !== data.mode) grid.className = data.mode;
     if (data.order) {
       var nodes = [];
       for (var i = 0; i < data.order.length; i++) {
         var k = data.order[i];
-        var html = data.units[k];
-        var node = html !== undefined ? fromHTML(html) : byKey.get(k);
+        var node = fresh.get(k) || byKey.get(k);
         if (!node) { // a unit the page never had: start over with everything
           token = "";
           return false;
         }
-        if (html !== undefined && byKey.has(k)) keepOpen(byKey.get(k), node);
+        if (fresh.has(k) && byKey.has(k)) keepOpen(byKey.get(k), node);
         nodes.push(node);
       }
       if (!nodes.length) nodes.push(empty(data.total));
       grid.replaceChildren.apply(grid, nodes);
     } else {
-      Object.keys(data.units).forEach(function (k) {
+      fresh.forEach(function (node, k) {
         var old = byKey.get(k);
         if (!old) return;
-        var node = fromHTML(data.units[k]);
         keepOpen(old, node);
         old.replaceWith(node);
       });

@@ -186,10 +186,18 @@ def test_a_full_disk_answers_507_keeps_pages_live_and_recovers_by_itself(tmp_pat
             assert status == 200 and host["up"]
             assert time.time() - float(host["polled_at"]) < 3
             assert api.call("GET", "/")[0] == 200
-            # Space comes back: saving works again, without a restart.
+            # The dashboard says so where people look: an alert per file it cannot write.
+            status, body = api.call("GET", "/api/v1/alerts")
+            storage = {a["path"]: a["message"] for a in body["alerts"] if a["kind"] == "storage"}
+            assert str(data / "hmonitor.db") in storage and str(data / "history.sqlite") in storage
+            assert "disk is full" in storage[str(data / "history.sqlite")]
+            # Space comes back: saving works again, without a restart, and the alerts go.
             filler.unlink()
             assert api.call("POST", "/api/v1/notes", {"user": "b", "host": "sim",
                                                       "note": "after"})[0] == 200
+            time.sleep(2.5)  # a round stores the history again
+            body = api.call("GET", "/api/v1/alerts")[1]
+            assert [a for a in body["alerts"] if a["kind"] == "storage"] == []
         finally:
             web.terminate()
             out, _ = web.communicate(timeout=20)

@@ -6,7 +6,7 @@ Domain code: no Flask.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -94,7 +94,7 @@ def users_report(
     return sorted(users.values(), key=lambda u: (-u.usage["7d"].gpu_hours, u.user))
 
 
-AlertKind = Literal["host_down", "disk_full", "idle_hog"]
+AlertKind = Literal["host_down", "disk_full", "idle_hog", "storage"]
 
 
 @dataclass(frozen=True)
@@ -104,13 +104,17 @@ class Alert:
     message: str
     since: float | None = None
     # The kind's own fields: host_down {error}; disk_full {mount, used, total};
-    # idle_hog {gpu, pid, user, basename, mem, since, idle_seconds}.
+    # idle_hog {gpu, pid, user, basename, mem, since, idle_seconds}; storage {path}: a data file
+    # of the dashboard itself cannot be written (host is "").
     detail: dict[str, object] = field(default_factory=dict)
 
 
-def alerts_report(hosts: Iterable[HostStateLike], hogs: Sequence[IdleHog]) -> list[Alert]:
-    """Hosts down, disks at the warning level or fuller, processes holding an idle GPU."""
-    alerts: list[Alert] = []
+def alerts_report(hosts: Iterable[HostStateLike], hogs: Sequence[IdleHog],
+                  storage: Mapping[str, str] | None = None) -> list[Alert]:
+    """The dashboard's own data files that cannot be written (``storage``: path -> the fault in
+    one line), hosts down, disks at the warning level or fuller, processes holding an idle GPU."""
+    alerts = [Alert("storage", "", message, detail={"path": path})
+              for path, message in (storage or {}).items()]
     for host in hosts:
         if not host.up:
             alerts.append(Alert("host_down", host.name, f"{host.name} is down: {host.error}",

@@ -51,7 +51,7 @@ class SessionStore:
         self.path = path
         self._clock = clock
         self._lock = threading.Lock()
-        self._faults = FaultLog(path, log)
+        self.faults = FaultLog(path, log)
         try:
             self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA busy_timeout=5000")
@@ -115,6 +115,6 @@ class SessionStore:
         except sqlite3.Error as err:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
-            self._faults.failed(f"saving a {what}", err)
+            self.faults.failed(f"saving a {what}", err)
         else:
-            self._faults.worked()
+            self.faults.worked()

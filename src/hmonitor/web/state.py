@@ -85,7 +85,17 @@ class WebState:
         return users_report(self.poller.hosts(), self.backend, self.idle_hogs(now), now)
 
     def alerts(self, now: float) -> list[Alert]:
-        return alerts_report(self.poller.hosts(), self.idle_hogs(now))
+        return alerts_report(self.poller.hosts(), self.idle_hogs(now), self.storage_faults())
+
+    def storage_faults(self) -> dict[str, str]:
+        """Data files that cannot be written now (full disk, read-only): path -> one line."""
+        faults = {}
+        if self.recorder.fault:
+            faults[str(self.recorder.path)] = self.recorder.fault
+        for store in (self.notes.faults, self.sessions.faults):
+            if store.problem:
+                faults[str(store.path)] = f"{store.path}: {store.problem}"
+        return faults
 
     def reload_servers(self) -> ReloadResult:
         """Re-reads settings.py and hands its ``servers`` to the poller.

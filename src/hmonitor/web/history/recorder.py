@@ -81,7 +81,7 @@ class HistoryRecorder:
     ) -> None:
         """Opens `data_dir`/history.sqlite; a file that cannot be used raises
         `hmonitor.web.storage.StorageError`, whose message is one line naming it."""
-        path = data_dir / HISTORY_FILE
+        self.path = path = data_dir / HISTORY_FILE
         self.store = SqliteHistory(
             path,
             raw_days=settings.history_raw_days,

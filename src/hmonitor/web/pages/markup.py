@@ -153,7 +153,8 @@ def summary_bar(s: Summary, shown: int, total: int) -> Markup:
         f'<span class="showing">{shown} of {total} hosts</span>')
 
 
-_KIND_LABEL = {"host_down": "down", "disk_full": "disk", "idle_hog": "idle"}
+_KIND_LABEL = {"host_down": "down", "disk_full": "disk", "idle_hog": "idle",
+               "storage": "dashboard"}
 
 
 def alerts_strip(alerts: Sequence[Alert], now: float) -> Markup:

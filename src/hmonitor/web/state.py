@@ -72,7 +72,10 @@ class WebState:
         return self.recorder.store
 
     def idle_hogs(self, now: float) -> list[IdleHog]:
-        """Processes holding an idle GPU for long; computed at most once per HOGS_TTL."""
+        """Processes holding an idle GPU for long: as the recorder found them after the last
+        round, else asked of the history at most once per HOGS_TTL."""
+        if self.recorder.idle_hogs is not None:
+            return self.recorder.idle_hogs
         cached = self._hogs
         if cached is not None and 0 <= now - cached[0] < HOGS_TTL:
             return cached[1]

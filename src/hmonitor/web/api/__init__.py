@@ -26,6 +26,7 @@ def register(app: Flask) -> None:
         return jsonify(error=str(err)), 400
 
     app.register_blueprint(bp)
+    hosts.init_app(app)
 
     @app.errorhandler(HTTPException)
     def http_error(err: HTTPException) -> ResponseReturnValue:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from hmonitor.web.history.backend import IdleHog
 from hmonitor.web.history.store import SqliteHistory
 from hmonitor.web.hoststate import HostSample
 from hmonitor.web.settings import Settings
@@ -89,6 +90,11 @@ class HistoryRecorder:
             interval=settings.interval,
         )
         self.schedule = MaintainSchedule(settings.interval)
+        self._idle_rule = (settings.idle_util_threshold, settings.idle_minutes * 60)
+        #: The processes holding an idle GPU for long, as of the last round stored (None until
+        #: one is): worked out here, once a round, rather than by whichever page asks (a
+        #: quarter of a second at 8,000 GPUs).
+        self.idle_hogs: list[IdleHog] | None = None
         self._fault_clock = fault_clock
         # Rounds and maintenance fail apart (a nearly full disk may take rounds but not the
         # blobs compaction writes): each logs once a minute, and its recovery once.
@@ -119,6 +125,12 @@ class HistoryRecorder:
             self._bug(f"history: could not store the round of {time.ctime(started)}")
             return
         self._round_faults.worked()
+        try:
+            util, seconds = self._idle_rule
+            self.idle_hogs = self.store.idle_hogs(started, util_threshold=util,
+                                                  min_seconds=seconds)
+        except (sqlite3.Error, OSError):
+            self.idle_hogs = None  # the pages ask the store themselves
         if not self.schedule.due(started):
             return
         try:

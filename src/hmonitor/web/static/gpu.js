@@ -24,10 +24,12 @@
 
   var getJSON = window.hmonitorApi.getJSON;
 
-  // --- formats ------------------------------------------------------------------------------
+  // --- the charts' scales ---------------------------------------------------------------
+  // Axis ticks and hover readouts of the charts, numbers as they come (two decimals at most).
+  // How a size reads elsewhere on the pages is the server's rule (pages/display.py).
 
   function trim(x) { return String(Math.round(x * 100) / 100); }
-  function gib(v) { return (v >= 10 ? Math.round(v) : Math.round(v * 10) / 10) + " GiB"; }
+  function gib(v) { return trim(v) + " GiB"; }
   function pct(v) { return Math.round(v) + " %"; }
   function deg(v) { return Math.round(v) + " \u00b0C"; }
   function toGiB(v) { return v.map(function (x) { return x === null ? null : x / GIB; }); }
@@ -57,7 +59,7 @@
     // Up to the GPU's memory: a full GPU reaches the top.
     var capacity = total.v.reduce(function (m, v) { return v === null ? m : Math.max(m, v); }, 0);
     HMCharts.draw($("chart-mem"), opts("mem", {
-      title: "Memory", yMin: 0, yMax: capacity > 0 ? capacity / GIB : null, tick: function (v) { return trim(v) + " GiB"; },
+      title: "Memory", yMin: 0, yMax: capacity > 0 ? capacity / GIB : null, tick: gib,
       format: gib, series: [
         { label: "used", key: "mem", t: mem.t, v: toGiB(mem.v), area: true },
         { label: "total", key: "total", t: total.t, v: toGiB(total.v), dash: true },
@@ -77,7 +79,7 @@
       .sort(function (x, y) { return sums[y] - sums[x] || (x < y ? -1 : 1); });
     HMCharts.draw($("chart-procs"), opts("procs", {
       title: "Memory by user", yMin: 0, yMax: null, stacked: true,
-      tick: function (v) { return trim(v) + " GiB"; }, format: gib,
+      tick: gib, format: gib,
       empty: "No processes in this window",
       series: users.map(function (u, i) {
         return { label: u, key: "c" + (i % USER_COLOURS), t: procs.t, v: toGiB(procs.users[u]) };

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15hmonitor/_pb/hm.proto\x12\x03gpu\"~\n\x08ProcInfo\x12\x0b\n\x03pid\x18\x01 \x01(\r\x12\x0b\n\x03uid\x18\x02 \x01(\x05\x12\x10\n\x08username\x18\x03 \x01(\t\x12\x10\n\x08\x62\x61sename\x18\x04 \x01(\t\x12\x12\n\nexpiration\x18\x05 \x01(\x04\x12\x13\n\x0butilization\x18\x06 \x01(\x05\x12\x0b\n\x03mem\x18\x07 \x01(\x04\"\x9b\x01\n\x07GPUInfo\x12\n\n\x02id\x18\x01 \x01(\x05\x12\x10\n\x08mem_used\x18\x02 \x01(\x04\x12\x11\n\tmem_total\x18\x03 \x01(\x04\x12\x13\n\x0butilization\x18\x04 \x01(\x05\x12\x0c\n\x04temp\x18\x05 \x01(\r\x12\x0c\n\x04name\x18\x06 \x01(\t\x12\x10\n\x08\x66\x61nspeed\x18\x07 \x01(\r\x12\x1c\n\x05procs\x18\x08 \x03(\x0b\x32\r.gpu.ProcInfo\"F\n\x08\x44iskInfo\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12\x0c\n\x04used\x18\x02 \x01(\x04\x12\r\n\x05total\x18\x03 \x01(\x04\x12\r\n\x05mount\x18\x04 \x01(\t\"{\n\x08HostInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1a\n\x04gpus\x18\x02 \x03(\x0b\x32\x0c.gpu.GPUInfo\x12\x1c\n\x05\x64isks\x18\x03 \x03(\x0b\x32\r.gpu.DiskInfo\x12\n\n\x02ip\x18\x04 \x01(\t\x12\x10\n\x08hostname\x18\x05 \x01(\t\x12\x0b\n\x03\x65rr\x18\x06 \x01(\t\"-\n\x0bRequestInfo\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07reqtype\x18\x02 \x01(\t\"6\n\x07HistReq\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttimestamp\x18\x02 \x01(\x04\x12\x0c\n\x04type\x18\x03 \x01(\t\" \n\x08HistResp\x12\t\n\x01t\x18\x01 \x03(\x04\x12\t\n\x01v\x18\x02 \x03(\x04\"k\n\x07HistMap\x12$\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32\x16.gpu.HistMap.DataEntry\x1a:\n\tDataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1c\n\x05value\x18\x02 \x01(\x0b\x32\r.gpu.HistResp:\x02\x38\x01\x32;\n\x0bHostMonitor\x12,\n\x07GetInfo\x12\x10.gpu.RequestInfo\x1a\r.gpu.HostInfo\"\x00\x32\x36\n\x07History\x12+\n\nGetHistory\x12\x0c.gpu.HistReq\x1a\r.gpu.HistResp\"\x00\x42\x03Z\x01.b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15hmonitor/_pb/hm.proto\x12\x03gpu\"\xfc\x01\n\x08ProcInfo\x12\x0b\n\x03pid\x18\x01 \x01(\r\x12\x0b\n\x03uid\x18\x02 \x01(\x05\x12\x10\n\x08username\x18\x03 \x01(\t\x12\x10\n\x08\x62\x61sename\x18\x04 \x01(\t\x12\x12\n\nexpiration\x18\x05 \x01(\x04\x12\x13\n\x0butilization\x18\x06 \x01(\x05\x12\x0b\n\x03mem\x18\x07 \x01(\x04\x12\x0f\n\x07\x63mdline\x18\x08 \x01(\t\x12\x12\n\nstart_time\x18\t \x01(\x04\x12!\n\tcontainer\x18\n \x01(\x0b\x32\x0e.gpu.Container\x12\x1a\n\x03job\x18\x0b \x01(\x0b\x32\r.gpu.SlurmJob\x12\x18\n\x03mig\x18\x0c \x01(\x0b\x32\x0b.gpu.MigRef\"z\n\tContainer\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07runtime\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0b\n\x03pod\x18\x04 \x01(\t\x12\x15\n\x08host_uid\x18\x05 \x01(\rH\x00\x88\x01\x01\x12\x11\n\thost_user\x18\x06 \x01(\tB\x0b\n\t_host_uid\"$\n\x08SlurmJob\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0c\n\x04step\x18\x02 \x01(\t\"8\n\x06MigRef\x12\x14\n\x0cgpu_instance\x18\x01 \x01(\r\x12\x18\n\x10\x63ompute_instance\x18\x02 \x01(\r\"\xa5\x01\n\x0bMigInstance\x12\x14\n\x0cgpu_instance\x18\x01 \x01(\r\x12\x18\n\x10\x63ompute_instance\x18\x02 \x01(\r\x12\x0f\n\x07profile\x18\x03 \x01(\t\x12\x0c\n\x04uuid\x18\x04 \x01(\t\x12\x10\n\x08mem_used\x18\x05 \x01(\x04\x12\x11\n\tmem_total\x18\x06 \x01(\x04\x12\x15\n\x08sm_count\x18\x07 \x01(\rH\x00\x88\x01\x01\x42\x0b\n\t_sm_count\"\xa4\x05\n\x07GPUInfo\x12\n\n\x02id\x18\x01 \x01(\x05\x12\x10\n\x08mem_used\x18\x02 \x01(\x04\x12\x11\n\tmem_total\x18\x03 \x01(\x04\x12\x13\n\x0butilization\x18\x04 \x01(\x05\x12\x0c\n\x04temp\x18\x05 \x01(\r\x12\x0c\n\x04name\x18\x06 \x01(\t\x12\x10\n\x08\x66\x61nspeed\x18\x07 \x01(\r\x12\x1c\n\x05procs\x18\x08 \x03(\x0b\x32\r.gpu.ProcInfo\x12\x0c\n\x04uuid\x18\t \x01(\t\x12\x12\n\npci_bus_id\x18\n \x01(\t\x12\x15\n\x08power_mw\x18\x0b \x01(\rH\x00\x88\x01\x01\x12\x1b\n\x0epower_limit_mw\x18\x0c \x01(\rH\x01\x88\x01\x01\x12\x19\n\x0csm_clock_mhz\x18\r \x01(\rH\x02\x88\x01\x01\x12\x1a\n\rmem_clock_mhz\x18\x0e \x01(\rH\x03\x88\x01\x01\x12\x1d\n\x10throttle_reasons\x18\x0f \x01(\x04H\x04\x88\x01\x01\x12\x1a\n\recc_corrected\x18\x10 \x01(\x04H\x05\x88\x01\x01\x12\x1c\n\x0f\x65\x63\x63_uncorrected\x18\x11 \x01(\x04H\x06\x88\x01\x01\x12\x1a\n\rretired_pages\x18\x12 \x01(\rH\x07\x88\x01\x01\x12\x1a\n\rremapped_rows\x18\x13 \x01(\rH\x08\x88\x01\x01\x12\x18\n\x0bmig_enabled\x18\x14 \x01(\x08H\t\x88\x01\x01\x12\x1d\n\x03mig\x18\x15 \x03(\x0b\x32\x10.gpu.MigInstanceB\x0b\n\t_power_mwB\x11\n\x0f_power_limit_mwB\x0f\n\r_sm_clock_mhzB\x10\n\x0e_mem_clock_mhzB\x13\n\x11_throttle_reasonsB\x10\n\x0e_ecc_correctedB\x12\n\x10_ecc_uncorrectedB\x10\n\x0e_retired_pagesB\x10\n\x0e_remapped_rowsB\x0e\n\x0c_mig_enabled\"F\n\x08\x44iskInfo\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12\x0c\n\x04used\x18\x02 \x01(\x04\x12\r\n\x05total\x18\x03 \x01(\x04\x12\r\n\x05mount\x18\x04 \x01(\t\"\x91\x02\n\x08HostInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1a\n\x04gpus\x18\x02 \x03(\x0b\x32\x0c.gpu.GPUInfo\x12\x1c\n\x05\x64isks\x18\x03 \x03(\x0b\x32\r.gpu.DiskInfo\x12\n\n\x02ip\x18\x04 \x01(\t\x12\x10\n\x08hostname\x18\x05 \x01(\t\x12\x0b\n\x03\x65rr\x18\x06 \x01(\t\x12\x16\n\x0e\x64river_version\x18\x07 \x01(\t\x12\x14\n\x0c\x63uda_version\x18\x08 \x01(\t\x12\x15\n\ragent_version\x18\t \x01(\t\x12\x12\n\x05load1\x18\n \x01(\x01H\x00\x88\x01\x01\x12\x0c\n\x04\x63pus\x18\x0b \x01(\r\x12\x10\n\x08mem_used\x18\x0c \x01(\x04\x12\x11\n\tmem_total\x18\r \x01(\x04\x42\x08\n\x06_load1\"-\n\x0bRequestInfo\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07reqtype\x18\x02 \x01(\t\"6\n\x07HistReq\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttimestamp\x18\x02 \x01(\x04\x12\x0c\n\x04type\x18\x03 \x01(\t\" \n\x08HistResp\x12\t\n\x01t\x18\x01 \x03(\x04\x12\t\n\x01v\x18\x02 \x03(\x04\"k\n\x07HistMap\x12$\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32\x16.gpu.HistMap.DataEntry\x1a:\n\tDataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1c\n\x05value\x18\x02 \x01(\x0b\x32\r.gpu.HistResp:\x02\x38\x01\x32;\n\x0bHostMonitor\x12,\n\x07GetInfo\x12\x10.gpu.RequestInfo\x1a\r.gpu.HostInfo\"\x00\x32\x36\n\x07History\x12+\n\nGetHistory\x12\x0c.gpu.HistReq\x1a\r.gpu.HistResp\"\x00\x42\x03Z\x01.b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,26 +34,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'Z\001.'
   _globals['_HISTMAP_DATAENTRY']._loaded_options = None
   _globals['_HISTMAP_DATAENTRY']._serialized_options = b'8\001'
-  _globals['_PROCINFO']._serialized_start=30
-  _globals['_PROCINFO']._serialized_end=156
-  _globals['_GPUINFO']._serialized_start=159
-  _globals['_GPUINFO']._serialized_end=314
-  _globals['_DISKINFO']._serialized_start=316
-  _globals['_DISKINFO']._serialized_end=386
-  _globals['_HOSTINFO']._serialized_start=388
-  _globals['_HOSTINFO']._serialized_end=511
-  _globals['_REQUESTINFO']._serialized_start=513
-  _globals['_REQUESTINFO']._serialized_end=558
-  _globals['_HISTREQ']._serialized_start=560
-  _globals['_HISTREQ']._serialized_end=614
-  _globals['_HISTRESP']._serialized_start=616
-  _globals['_HISTRESP']._serialized_end=648
-  _globals['_HISTMAP']._serialized_start=650
-  _globals['_HISTMAP']._serialized_end=757
-  _globals['_HISTMAP_DATAENTRY']._serialized_start=699
-  _globals['_HISTMAP_DATAENTRY']._serialized_end=757
-  _globals['_HOSTMONITOR']._serialized_start=759
-  _globals['_HOSTMONITOR']._serialized_end=818
-  _globals['_HISTORY']._serialized_start=820
-  _globals['_HISTORY']._serialized_end=874
+  _globals['_PROCINFO']._serialized_start=31
+  _globals['_PROCINFO']._serialized_end=283
+  _globals['_CONTAINER']._serialized_start=285
+  _globals['_CONTAINER']._serialized_end=407
+  _globals['_SLURMJOB']._serialized_start=409
+  _globals['_SLURMJOB']._serialized_end=445
+  _globals['_MIGREF']._serialized_start=447
+  _globals['_MIGREF']._serialized_end=503
+  _globals['_MIGINSTANCE']._serialized_start=506
+  _globals['_MIGINSTANCE']._serialized_end=671
+  _globals['_GPUINFO']._serialized_start=674
+  _globals['_GPUINFO']._serialized_end=1350
+  _globals['_DISKINFO']._serialized_start=1352
+  _globals['_DISKINFO']._serialized_end=1422
+  _globals['_HOSTINFO']._serialized_start=1425
+  _globals['_HOSTINFO']._serialized_end=1698
+  _globals['_REQUESTINFO']._serialized_start=1700
+  _globals['_REQUESTINFO']._serialized_end=1745
+  _globals['_HISTREQ']._serialized_start=1747
+  _globals['_HISTREQ']._serialized_end=1801
+  _globals['_HISTRESP']._serialized_start=1803
+  _globals['_HISTRESP']._serialized_end=1835
+  _globals['_HISTMAP']._serialized_start=1837
+  _globals['_HISTMAP']._serialized_end=1944
+  _globals['_HISTMAP_DATAENTRY']._serialized_start=1886
+  _globals['_HISTMAP_DATAENTRY']._serialized_end=1944
+  _globals['_HOSTMONITOR']._serialized_start=1946
+  _globals['_HOSTMONITOR']._serialized_end=2005
+  _globals['_HISTORY']._serialized_start=2007
+  _globals['_HISTORY']._serialized_end=2061
 # @@protoc_insertion_point(module_scope)

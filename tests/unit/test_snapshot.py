@@ -10,7 +10,7 @@ from hmonitor._pb import hm_pb2
 from hmonitor.agent.snapshot import Collector, Sources
 from hmonitor.agent.sources.accounts import ShadowExpiry
 from hmonitor.agent.sources.disks import DiskSource
-from hmonitor.agent.sources.gpu import GpuProcess, GpuReading, GpuUnavailable
+from hmonitor.agent.sources.gpu import GpuProcess, GpuReading, GpuSystem, GpuUnavailable
 from hmonitor.agent.sources.procs import ProcReader
 from hmonitor.agent.sources.simgpu import SimulatedGpuSource
 from hmonitor.agent.sources.users import UserNames
@@ -29,6 +29,9 @@ class CountingGpus:
         if self.fail is not None:
             raise self.fail
         return [GpuReading(index=0, name="X", processes=[GpuProcess(pid=999999999, used_memory=5)])]
+
+    def system(self) -> GpuSystem:
+        return GpuSystem("560.35.03", "12.6")
 
     def close(self) -> None:
         pass
@@ -137,6 +140,9 @@ class OneProcess:
 
     def read(self) -> list[GpuReading]:
         return [GpuReading(index=0, name="X", processes=[GpuProcess(pid=self.pid, used_memory=9)])]
+
+    def system(self) -> GpuSystem:
+        return GpuSystem()
 
     def close(self) -> None:
         pass

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import pynvml
 
-from hmonitor.agent.sources.gpu import GpuProcess, GpuReading, GpuUnavailable
+from hmonitor.agent.sources.gpu import GpuProcess, GpuReading, GpuSystem, GpuUnavailable
 from hmonitor.wire import lost_gpu_name
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,21 @@ class NvmlSource:
             except GpuUnavailable:
                 self._shutdown()
                 raise
+
+    def system(self) -> GpuSystem:
+        with self._lock:
+            self._ensure_init()
+            try:
+                driver = _query(pynvml.nvmlSystemGetDriverVersion, default="")
+                cuda = _query(pynvml.nvmlSystemGetCudaDriverVersion_v2, default=0)
+            except (_GpuFailed, GpuUnavailable) as err:
+                self._shutdown()
+                raise GpuUnavailable(f"NVML driver version failed: {err}") from err
+        # NVML encodes CUDA 12.4 as 12040.
+        return GpuSystem(
+            driver_version=driver if isinstance(driver, str) else driver.decode(errors="replace"),
+            cuda_version=f"{cuda // 1000}.{cuda % 1000 // 10}" if cuda else "",
+        )
 
     def close(self) -> None:
         with self._lock:

@@ -19,7 +19,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hmonitor.agent.sources.gpu import GpuProcess, GpuReading
+from hmonitor.agent.sources.gpu import GpuProcess, GpuReading, GpuSystem
 from hmonitor.wire import SIMULATED_PREFIX as SIM_PREFIX
 
 _GIB = 1 << 30
@@ -90,6 +90,9 @@ class SimulatedGpuSource:
 
     def close(self) -> None:
         pass
+
+    def system(self) -> GpuSystem:
+        return GpuSystem(driver_version="simulated", cuda_version="")
 
     def read(self) -> list[GpuReading]:
         return self.read_at(self._clock())

@@ -46,30 +46,114 @@ def samples(handle: Any, last_seen_us: int) -> Any:
     return [[s.pid, s.smUtil, s.memUtil, s.timeStamp > last_seen_us] for s in got]
 
 
-def read_gpu(index: int) -> dict[str, Any]:
-    handle = attempt(pynvml.nvmlDeviceGetHandleByIndex, index)
-    if isinstance(handle, dict):
-        return {"handle": handle}
+def text(value: Any) -> Any:
+    """Bindings hand out char arrays as bytes (older) or str (newer)."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def common(handle: Any) -> dict[str, Any]:
+    """What both a whole GPU and a MIG device answer."""
     util = attempt(pynvml.nvmlDeviceGetUtilizationRates, handle)
     mem = attempt(pynvml.nvmlDeviceGetMemoryInfo, handle)
     mem2 = attempt(pynvml.nvmlDeviceGetMemoryInfo, handle, pynvml.nvmlMemory_v2)
-    now_us = time.time_ns() // 1000
     return {
-        "handle": "ok",
-        "name": attempt(pynvml.nvmlDeviceGetName, handle),
-        "uuid": attempt(pynvml.nvmlDeviceGetUUID, handle),
+        "name": text(attempt(pynvml.nvmlDeviceGetName, handle)),
+        "uuid": text(attempt(pynvml.nvmlDeviceGetUUID, handle)),
         "util": util if isinstance(util, dict) else [util.gpu, util.memory],
-        "temp": attempt(pynvml.nvmlDeviceGetTemperature, handle, pynvml.NVML_TEMPERATURE_GPU),
-        "fan": attempt(pynvml.nvmlDeviceGetFanSpeed, handle),
         "mem": mem if isinstance(mem, dict) else [mem.total, mem.used, mem.free],
         "mem_v2": mem2
         if isinstance(mem2, dict)
         else [mem2.total, mem2.reserved, mem2.used, mem2.free],
         "compute": processes(pynvml.nvmlDeviceGetComputeRunningProcesses, handle),
         "graphics": processes(pynvml.nvmlDeviceGetGraphicsRunningProcesses, handle),
-        # From the start of time, and from a minute ahead (nothing can be newer than that).
+        # From the start of time (the future is asked in read_gpu).
         "samples": samples(handle, 0),
+    }
+
+
+def pci(handle: Any) -> Any:
+    got = attempt(pynvml.nvmlDeviceGetPciInfo, handle)
+    if isinstance(got, dict):
+        return got
+    return [text(got.busId), got.domain, got.bus, got.device, text(got.busIdLegacy)]
+
+
+def ecc(handle: Any) -> list[Any]:
+    return [
+        attempt(pynvml.nvmlDeviceGetTotalEccErrors, handle, kind, counter)
+        for kind in (
+            pynvml.NVML_MEMORY_ERROR_TYPE_CORRECTED,
+            pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
+        )
+        for counter in (pynvml.NVML_VOLATILE_ECC, pynvml.NVML_AGGREGATE_ECC)
+    ]
+
+
+def mig_devices(handle: Any) -> Any:
+    """Every MIG device by index, up to the maximum; an index without one reads as its error."""
+    most = attempt(pynvml.nvmlDeviceGetMaxMigDeviceCount, handle)
+    if isinstance(most, dict):
+        return most
+    out: list[Any] = []
+    for i in range(most):
+        mig = attempt(pynvml.nvmlDeviceGetMigDeviceHandleByIndex, handle, i)
+        if isinstance(mig, dict):
+            out.append(mig)
+            continue
+        attrs = attempt(pynvml.nvmlDeviceGetAttributes, mig)
+        parent = attempt(pynvml.nvmlDeviceGetDeviceHandleFromMigDeviceHandle, mig)
+        out.append(
+            {
+                **common(mig),
+                "gi": attempt(pynvml.nvmlDeviceGetGpuInstanceId, mig),
+                "ci": attempt(pynvml.nvmlDeviceGetComputeInstanceId, mig),
+                "is_mig": int(attempt(pynvml.nvmlDeviceIsMigDeviceHandle, mig).value),
+                "parent": parent
+                if isinstance(parent, dict)
+                else pynvml.nvmlDeviceGetIndex(parent),
+                "attributes": attrs
+                if isinstance(attrs, dict)
+                else [attrs.multiprocessorCount, attrs.memorySizeMB],
+            }
+        )
+    return out
+
+
+def read_gpu(index: int) -> dict[str, Any]:
+    handle = attempt(pynvml.nvmlDeviceGetHandleByIndex, index)
+    if isinstance(handle, dict):
+        return {"handle": handle}
+    now_us = time.time_ns() // 1000
+    retired = [
+        attempt(pynvml.nvmlDeviceGetRetiredPages, handle, cause)
+        for cause in (
+            pynvml.NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS,
+            pynvml.NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR,
+        )
+    ]
+    remapped = attempt(pynvml.nvmlDeviceGetRemappedRows, handle)
+    return {
+        "handle": "ok",
+        **common(handle),
+        "temp": attempt(pynvml.nvmlDeviceGetTemperature, handle, pynvml.NVML_TEMPERATURE_GPU),
+        "fan": attempt(pynvml.nvmlDeviceGetFanSpeed, handle),
+        # From a minute ahead (nothing can be newer than that).
         "samples_future": samples(handle, now_us + 60_000_000),
+        "pci": pci(handle),
+        "power": attempt(pynvml.nvmlDeviceGetPowerUsage, handle),
+        "power_limit": attempt(pynvml.nvmlDeviceGetEnforcedPowerLimit, handle),
+        "clocks": [
+            attempt(pynvml.nvmlDeviceGetClockInfo, handle, pynvml.NVML_CLOCK_SM),
+            attempt(pynvml.nvmlDeviceGetClockInfo, handle, pynvml.NVML_CLOCK_MEM),
+        ],
+        "events": attempt(pynvml.nvmlDeviceGetCurrentClocksEventReasons, handle),
+        "throttle": attempt(pynvml.nvmlDeviceGetCurrentClocksThrottleReasons, handle),
+        "ecc": ecc(handle),
+        # Retired pages as a count per cause (the addresses are made up).
+        "retired": [r if isinstance(r, dict) else len(r) for r in retired],
+        "remapped": remapped if isinstance(remapped, dict) else list(remapped),
+        "mig_mode": attempt(pynvml.nvmlDeviceGetMigMode, handle),
+        "mig_devices": mig_devices(handle),
     }
 
 
@@ -77,7 +161,11 @@ def read_all() -> dict[str, Any]:
     count = attempt(pynvml.nvmlDeviceGetCount)
     gpus = [] if isinstance(count, dict) else [read_gpu(i) for i in range(count)]
     return {
-        "driver": attempt(pynvml.nvmlSystemGetDriverVersion),
+        "driver": text(attempt(pynvml.nvmlSystemGetDriverVersion)),
+        "cuda": [
+            attempt(pynvml.nvmlSystemGetCudaDriverVersion),
+            attempt(pynvml.nvmlSystemGetCudaDriverVersion_v2),
+        ],
         "count": count,
         "gpus": gpus,
     }

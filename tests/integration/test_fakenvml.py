@@ -24,9 +24,12 @@ from fakenvml import (
     NVML_ERROR_DRIVER_NOT_LOADED,
     PROBE,
     FakeGpu,
+    FakeMig,
     FakeProc,
     build_library,
+    mig_uuid_for,
     nvml_env,
+    pci_for,
     uuid_for,
     write_config,
 )
@@ -213,8 +216,10 @@ def test_lost_gpu_fails_alone(probe: Probe) -> None:
     assert lost_handle == {"handle": err("GpuIsLost")}
     assert lost_query["handle"] == "ok"
     queries = {k: v for k, v in lost_query.items() if k != "handle"}
-    assert queries == dict.fromkeys(queries, err("GpuIsLost"))
-    assert len(queries) == 11
+    # Some entries are lists of calls (clock per type, ECC per kind and counter, ...).
+    flat = [x for v in queries.values() for x in (v if isinstance(v, list) else [v])]
+    assert flat == [err("GpuIsLost")] * len(flat)
+    assert len(flat) == 27
     assert after["util"] == [5, 0]
 
 
@@ -341,3 +346,145 @@ def test_nvml_env_prepends_library_dir(tmp_path: Path) -> None:
         "HOME": "/h",
     }
     assert nvml_env(tmp_path, tmp_path / "c.txt", {})["LD_LIBRARY_PATH"] == str(tmp_path)
+
+
+def test_power_clocks_throttle_and_memory_errors(probe: Probe) -> None:
+    probe.write(
+        [
+            FakeGpu(),  # the defaults: an H200 at rest
+            FakeGpu(
+                name="Tesla V100-SXM2-32GB",
+                pci_bus_id="00000000:B1:00.0",
+                power_mw=287_512,
+                power_limit_mw=300_000,
+                sm_clock_mhz=1530,
+                mem_clock_mhz=877,
+                throttle_reasons=0x4 | 0x20,  # SW power cap, SW thermal slowdown
+                ecc=(1234, 2),
+                retired_pages=(3, 1),
+                remapped_rows=None,  # row remapping came with Ampere
+                mig_mode="none",
+            ),
+            FakeGpu(
+                name="NVIDIA GeForce RTX 4090",
+                power_mw=None,
+                power_limit_mw=None,
+                sm_clock_mhz=None,
+                mem_clock_mhz=None,
+                throttle_reasons=None,
+                ecc=None,
+                remapped_rows=None,
+                mig_mode="none",
+            ),
+            FakeGpu(remapped_rows=(5, 1)),
+        ],
+        cuda_version=12040,
+    )
+    out = probe.run()
+    assert out["cuda"] == [12040, 12040]
+    h200, v100, rtx, remapped = out["gpus"]
+
+    assert h200["pci"] == [pci_for(0), 0, 0x18, 0, "0000:18:00.0"]
+    assert (h200["power"], h200["power_limit"]) == (120_000, 700_000)
+    assert h200["clocks"] == [1980, 2619]
+    assert h200["events"] == h200["throttle"] == 0
+    assert h200["ecc"] == [0, 0, 0, 0]  # [corrected volatile, aggregate, uncorrected ...]
+    assert h200["retired"] == [err("NotSupported")] * 2  # Hopper remaps rows instead
+    assert h200["remapped"] == [0, 0, 0, 0]  # corrected, uncorrected, pending, failure
+    assert h200["mig_mode"] == [0, 0]  # current, pending: off
+
+    assert v100["pci"] == ["00000000:B1:00.0", 0, 0xB1, 0, "0000:b1:00.0"]
+    assert (v100["power"], v100["power_limit"]) == (287_512, 300_000)
+    assert v100["clocks"] == [1530, 877]
+    assert v100["events"] == v100["throttle"] == 0x24
+    assert v100["ecc"] == [1234, 1234, 2, 2]
+    assert v100["retired"] == [3, 1]
+    assert v100["remapped"] == err("NotSupported")
+    assert v100["mig_mode"] == err("NotSupported")
+    assert v100["mig_devices"] == err("NotSupported")
+
+    unsupported = err("NotSupported")
+    assert rtx["pci"][0] == pci_for(2)
+    assert (rtx["power"], rtx["power_limit"]) == (unsupported, unsupported)
+    assert rtx["clocks"] == [unsupported, unsupported]
+    assert rtx["events"] == rtx["throttle"] == unsupported
+    assert rtx["ecc"] == [unsupported] * 4
+    assert rtx["retired"] == [unsupported] * 2
+    assert rtx["remapped"] == unsupported
+
+    assert remapped["remapped"] == [5, 1, 0, 0]
+
+
+def test_mig_devices_and_their_processes(probe: Probe) -> None:
+    uuid = "GPU-5b1c1d3e-8f6a-4c2b-9d0e-1f2a3b4c5d6e"
+    small = FakeMig(gpu_instance=9, compute_instance=0, mem_used=3 * GiB)
+    big = FakeMig(
+        gpu_instance=2, compute_instance=1, profile="3g.71gb", mem_total=70 * GiB, sm_count=60
+    )
+    procs = [
+        FakeProc(pid=11, used_memory=3 * GiB, sm_util=50, gpu_instance=9, compute_instance=0),
+        FakeProc(pid=12, used_memory=GiB, gpu_instance=2, compute_instance=1),
+        FakeProc(pid=13, used_memory=MiB, kind="graphics", gpu_instance=2, compute_instance=1),
+    ]
+    probe.write(
+        [
+            FakeGpu(uuid=uuid, mig_mode="on", mig=[small, big], procs=procs),
+            FakeGpu(mig_mode="on", mig_parent_procs=True, mig=[small], procs=procs[:1]),
+            FakeGpu(mig_mode="on"),  # enabled, no instances made yet
+        ]
+    )
+    out = probe.run()
+    gpu, rooted, empty = out["gpus"]
+
+    assert gpu["mig_mode"] == [1, 1]
+    # In MIG mode the whole GPU reports no utilization, and lists processes only to root.
+    assert gpu["util"] == gpu["samples"] == err("NotSupported")
+    assert gpu["compute"] == gpu["graphics"] == err("NoPermission")
+    first, second, *rest = gpu["mig_devices"]
+    assert rest == [err("NotFound")] * 5  # up to 7 devices on an H200
+    assert first == {
+        "name": "NVIDIA H200 MIG 1g.18gb",
+        "uuid": mig_uuid_for(uuid, 9, 0),
+        "util": err("NotSupported"),
+        "mem": [small.mem_total, 3 * GiB, small.mem_total - 3 * GiB],
+        "mem_v2": [small.mem_total, 0, 3 * GiB, small.mem_total - 3 * GiB],
+        "compute": [[11, 3 * GiB, 9, 0]],
+        "graphics": [],
+        "samples": err("NotSupported"),
+        "gi": 9,
+        "ci": 0,
+        "is_mig": 1,
+        "parent": 0,
+        "attributes": [16, small.mem_total >> 20],
+    }
+    assert first["uuid"] == "MIG-09001d3e-8f6a-4c2b-9d0e-1f2a3b4c5d6e"
+    assert second["name"] == "NVIDIA H200 MIG 3g.71gb"
+    assert (second["gi"], second["ci"], second["attributes"]) == (2, 1, [60, 70 * 1024])
+    assert second["compute"] == [[12, GiB, 2, 1]]
+    assert second["graphics"] == [[13, MiB, 2, 1]]
+
+    # As root, the whole GPU lists every process with its instance.
+    assert rooted["compute"] == [[11, 3 * GiB, 9, 0]]
+    assert rooted["mig_devices"][0]["uuid"] == mig_uuid_for(uuid_for(1), 9, 0)
+
+    assert empty["mig_devices"] == [err("NotFound")] * 7
+
+
+def test_mig_layout_change_invalidates_old_handles(probe: Probe) -> None:
+    """A MIG device handle whose instance is gone answers INVALID_ARGUMENT, as a destroyed one."""
+    probe.write([FakeGpu(mig_mode="on", mig=[FakeMig(), FakeMig(gpu_instance=2)])])
+    with probe.start(rounds=2, keep_init=True) as run:
+        first = run.next()
+        probe.write([FakeGpu(mig_mode="off")])
+        second = run.next()
+    assert [d.get("gi") for d in first["gpus"][0]["mig_devices"][:2]] == [1, 2]
+    assert second["gpus"][0]["mig_mode"] == [0, 0]
+    assert second["gpus"][0]["mig_devices"] == [err("NotFound")] * 7
+
+
+def test_process_entries_carry_mig_instance_ids(probe: Probe) -> None:
+    """Without MIG the ids read 0xFFFFFFFF; the config rejects half an instance."""
+    probe.write([FakeGpu(procs=[FakeProc(pid=1, used_memory=MiB)])])
+    assert probe.run()["gpus"][0]["compute"] == [[1, MiB, NO_INSTANCE, NO_INSTANCE]]
+    with pytest.raises(ValueError, match="both"):
+        probe.write([FakeGpu(procs=[FakeProc(pid=1, used_memory=MiB, gpu_instance=1)])])

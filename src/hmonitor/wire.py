@@ -13,9 +13,15 @@ uids: ``ProcInfo.uid`` is ``int32`` in the spec's proto, but Linux uids are unsi
 agent sends ``int32(uid)``, the 32-bit two's complement; we do the same, losslessly, and the
 dashboard decodes it. ``(uid_t)-1`` (4294967295) is reserved by POSIX ("no uid"), so the wire's
 -1 keeps meaning "unknown owner" (the agent could not look the process up).
+
+Owners in containers: a process in a container often runs as root or as a uid with no account on
+the host; ``proc_owner`` names it by its container (or, rootless, by the host user who owns the
+container) instead, and ``proc_label`` adds the container and Slurm job where they say more.
 """
 
 from __future__ import annotations
+
+from hmonitor._pb import hm_pb2
 
 LOST_PREFIX = "GPU lost:"
 SIMULATED_PREFIX = "Simulated "
@@ -75,3 +81,40 @@ def owner_label(username: str, uid: int) -> str:
         return username
     real = decode_uid(uid)
     return f"uid {real}" if real != UNKNOWN_UID else "unknown"
+
+
+def container_label(box: hm_pb2.Container) -> str:
+    """"container trainer (docker)", or by its short id: "container 3f2a9c81d0e4… (docker)"."""
+    shown = box.name or (box.id[:12] + "…" if len(box.id) > 12 else box.id)
+    return f"container {shown} ({box.runtime})" if box.runtime else f"container {shown}"
+
+
+def proc_owner(p: hm_pb2.ProcInfo) -> str:
+    """Who a process belongs to, as pages, reports and the history's accounting name it.
+
+    ``owner_label``, except in a container: a rootless container's host user; else the container
+    itself when the process runs as root or as a uid no host account has (the agent then sends
+    the uid as its name), since "root" or "uid 100999" would say nothing of whose it is."""
+    if not p.HasField("container"):
+        return owner_label(p.username, p.uid)
+    box = p.container
+    if box.host_user:
+        return box.host_user
+    uid = decode_uid(p.uid)
+    if uid == 0 or not p.username or p.username == str(uid):
+        return container_label(box)
+    return owner_label(p.username, p.uid)
+
+
+def proc_label(p: hm_pb2.ProcInfo) -> str:
+    """The owner as a process row shows it: "alice · job 81234", "container 3f2a… (docker)",
+    "bob · container web (podman)"."""
+    owner = proc_owner(p)
+    parts = [owner]
+    if p.HasField("container"):
+        box = container_label(p.container)
+        if box != owner:
+            parts.append(box)
+    if p.HasField("job"):
+        parts.append(f"job {p.job.id}")
+    return " · ".join(parts)

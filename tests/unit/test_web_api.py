@@ -45,7 +45,9 @@ def test_hosts_lists_every_host_with_state_and_snapshot(api: FlaskClient) -> Non
     assert g["mem_total"] == 141 * GIB and isinstance(g["mem_total"], int)  # a number
     assert g["utilization"] == 90 and g["name"] == "NVIDIA A100-SXM4-80GB"
     assert g["procs"][0] == {"pid": 100, "uid": 1000, "username": "alice", "basename": "python",
-                             "expiration": FAR_FUTURE, "utilization": 30, "mem": 4 * GIB}
+                             "expiration": FAR_FUTURE, "utilization": 30, "mem": 4 * GIB,
+                             "owner": "alice", "cmdline": "", "start_time": 0,
+                             "container": None, "job": None, "mig": None}
     assert first["info"]["ip"] == "10.0.0.1" and first["info"]["hostname"] == "gpu01.lab"
     assert first["info"]["disks"][0]["mount"] == "/"
     assert second["up"] is False and second["error"] == "connection refused"

@@ -21,11 +21,13 @@ CUT_MARK = "…"  # ends every string that was cut
 
 @dataclass(frozen=True)
 class Limits:
-    name: int = 128  # GPU model, user, process name, id, hostname, ip, device
-    path: int = 512  # a mount point
+    name: int = 128  # GPU model, user, process name, id, hostname, ip, device, versions
+    path: int = 512  # a mount point; a container's name ("namespace/pod/container" on Kubernetes)
+    cmdline: int = 4096  # a process's command line (the agent sends at most 4 KiB)
     error: int = 2000  # HostInfo.err: several sources' errors joined
     gpus: int = 64  # per host (the largest machines have 16)
     procs: int = 256  # per GPU; the ones using most memory are kept
+    mig: int = 32  # MIG instances per GPU (an H200 has at most 7 GPU instances)
     disks: int = 128  # per host
     notes: int = 10  # "what was cut" lines kept per host
 
@@ -55,13 +57,19 @@ def bound_host_info(
     out.CopyFrom(info)
     notes: list[str] = []
     cuts: dict[tuple[str, int], list[int]] = {}  # (what, limit) -> [values cut, longest]
-    _bound_fields(out, ("id", "hostname", "ip"), limits.name, "", cuts)
+    _bound_fields(out, _HOST_NAMES, limits.name, "", cuts)
     _bound_fields(out, ("err",), limits.error, "", cuts)
     if len(out.gpus) > limits.gpus:
         notes.append(f"{len(out.gpus):,} GPUs, the first {limits.gpus} shown")
         del out.gpus[limits.gpus:]
     for gpu in out.gpus:
-        _bound_fields(gpu, ("name",), limits.name, "GPU ", cuts)
+        _bound_fields(gpu, _GPU_NAMES, limits.name, "GPU ", cuts)
+        if len(gpu.mig) > limits.mig:
+            notes.append(f"GPU {gpu.id}: {len(gpu.mig):,} MIG instances, the first "
+                         f"{limits.mig} shown")
+            del gpu.mig[limits.mig:]
+        for inst in gpu.mig:
+            _bound_fields(inst, ("profile", "uuid"), limits.name, "MIG instance ", cuts)
         if len(gpu.procs) > limits.procs:
             keep = sorted(gpu.procs, key=lambda p: p.mem, reverse=True)[: limits.procs]
             notes.append(f"GPU {gpu.id}: {len(gpu.procs):,} processes, the {limits.procs} "
@@ -70,6 +78,14 @@ def bound_host_info(
             gpu.procs.extend(keep)
         for proc in gpu.procs:
             _bound_fields(proc, ("username", "basename"), limits.name, "process ", cuts)
+            _bound_fields(proc, ("cmdline",), limits.cmdline, "process ", cuts)
+            if proc.HasField("job"):
+                _bound_fields(proc.job, ("step",), limits.name, "job ", cuts)
+            if proc.HasField("container"):
+                box = proc.container
+                _bound_fields(box, ("id", "runtime", "pod", "host_user"), limits.name,
+                              "container ", cuts)
+                _bound_fields(box, ("name",), limits.path, "container ", cuts)
     if len(out.disks) > limits.disks:
         notes.append(f"{len(out.disks):,} disks, the first {limits.disks} shown")
         del out.disks[limits.disks:]
@@ -87,8 +103,13 @@ def bound_host_info(
     return out, tuple(notes)
 
 
+_HOST_NAMES = ("id", "hostname", "ip", "driver_version", "cuda_version", "agent_version")
+_GPU_NAMES = ("name", "uuid", "pci_bus_id")
+
+
 def _bound_fields(
-    msg: hm_pb2.HostInfo | hm_pb2.GPUInfo | hm_pb2.ProcInfo | hm_pb2.DiskInfo,
+    msg: (hm_pb2.HostInfo | hm_pb2.GPUInfo | hm_pb2.ProcInfo | hm_pb2.DiskInfo
+          | hm_pb2.MigInstance | hm_pb2.SlurmJob | hm_pb2.Container),
     fields: tuple[str, ...], limit: int, kind: str, cuts: dict[tuple[str, int], list[int]],
 ) -> None:
     for name in fields:
@@ -102,16 +123,32 @@ def _bound_fields(
 
 def _needs_cut(info: hm_pb2.HostInfo, limits: Limits) -> bool:
     name = limits.name
-    if (len(info.id) > name or len(info.hostname) > name or len(info.ip) > name
+    if (any(len(getattr(info, f)) > name for f in _HOST_NAMES)
             or len(info.err) > limits.error or len(info.gpus) > limits.gpus
             or len(info.disks) > limits.disks):
         return True
     for gpu in info.gpus:
-        if len(gpu.name) > name or len(gpu.procs) > limits.procs:
+        if (any(len(getattr(gpu, f)) > name for f in _GPU_NAMES)
+                or len(gpu.procs) > limits.procs or len(gpu.mig) > limits.mig):
+            return True
+        if any(len(m.profile) > name or len(m.uuid) > name for m in gpu.mig):
             return True
         for proc in gpu.procs:
-            # One C call per process: a message this small cannot hold a string over the limit.
-            if proc.ByteSize() > name and (len(proc.username) > name
-                                           or len(proc.basename) > name):
+            # One C call per process: a message this small cannot hold a string over a limit.
+            if proc.ByteSize() > name and _proc_needs_cut(proc, limits):
                 return True
     return any(len(d.device) > name or len(d.mount) > limits.path for d in info.disks)
+
+
+def _proc_needs_cut(proc: hm_pb2.ProcInfo, limits: Limits) -> bool:
+    name = limits.name
+    if (len(proc.username) > name or len(proc.basename) > name
+            or len(proc.cmdline) > limits.cmdline):
+        return True
+    if proc.HasField("job") and len(proc.job.step) > name:
+        return True
+    if proc.HasField("container"):
+        box = proc.container
+        return (len(box.id) > name or len(box.runtime) > name or len(box.pod) > name
+                or len(box.host_user) > name or len(box.name) > limits.path)
+    return False

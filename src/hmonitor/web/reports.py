@@ -13,7 +13,7 @@ from typing import Literal, Protocol
 from hmonitor.web.history.backend import IdleHog, UsageTotals
 from hmonitor.web.hoststate import HostStateLike
 from hmonitor.web.rules import GIB, disk_is_full, disk_percent
-from hmonitor.wire import EXPIRATION_UNKNOWN, owner_label
+from hmonitor.wire import EXPIRATION_UNKNOWN, proc_owner
 
 __all__ = [
     "USAGE_WINDOWS",
@@ -80,7 +80,7 @@ def users_report(
             continue
         for gpu in host.info.gpus:
             for proc in gpu.procs:
-                user = entry(owner_label(proc.username, proc.uid))
+                user = entry(proc_owner(proc))
                 user.gpus_now.append(HeldGpu(host.name, gpu.id, proc.mem, proc.pid,
                                              proc.basename))
                 if proc.expiration:

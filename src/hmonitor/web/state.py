@@ -72,8 +72,18 @@ class WebState:
         return self.recorder.store
 
     def idle_hogs(self, now: float) -> list[IdleHog]:
-        """Processes holding an idle GPU for long: as the recorder found them after the last
-        round, else asked of the history at most once per HOGS_TTL."""
+        """Processes holding an idle GPU for long, except on GPUs in MIG mode, whose
+        utilization NVML does not report (every process there would look idle)."""
+        hogs = self._idle_hogs(now)
+        if not hogs:
+            return hogs
+        mig = {(h.name, g.id) for h in self.poller.hosts() if h.info is not None
+               for g in h.info.gpus if g.mig_enabled}
+        return [h for h in hogs if (h.host, h.gpu) not in mig] if mig else hogs
+
+    def _idle_hogs(self, now: float) -> list[IdleHog]:
+        """As the recorder found them after the last round, else asked of the history at most
+        once per HOGS_TTL."""
         if self.recorder.idle_hogs is not None:
             return self.recorder.idle_hogs
         cached = self._hogs

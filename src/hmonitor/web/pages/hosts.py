@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from flask import Blueprint, Response, render_template, request
 from flask.typing import ResponseReturnValue
 
+from hmonitor._pb import hm_pb2
 from hmonitor.web.history.windows import DEFAULT_DETAIL_WINDOW, DETAIL_WINDOWS
-from hmonitor.web.pages.display import expiry, moment, size_text
+from hmonitor.web.pages.display import expiry, gpu_facts, host_facts, moment, size_text
 from hmonitor.web.pages.markup import host_panel
 from hmonitor.web.pages.views import GpuView, gpu_view, hogs_by_gpu, host_view
 from hmonitor.web.state import get_state
-from hmonitor.wire import is_lost, owner_label
+from hmonitor.wire import container_label, is_lost, proc_label, proc_owner
 
 # The charts of the detail page: (id, title, metric for the CSV link or "" for none).
 DETAIL_CHARTS = (
@@ -27,13 +28,19 @@ DETAIL_CHARTS = (
 
 @dataclass(slots=True)
 class ProcRowView:
-    user: str
+    user: str  # the owner, for the user filter's link
+    label: str  # "alice · job 81234", "container 3f2a… (docker)"
     pid: int
     command: str
+    cmdline: str  # "" when the agent sends none (--no-cmdline, or an older agent)
     mem: str
     util: int
     exp_text: str
     exp_class: str
+    started: str  # "" when unknown
+    job: str  # "81234 (step batch)"
+    container: str  # "container 3f2a… (docker) · pod 7c1d…"
+    mig: str  # "GPU instance 1, compute instance 0"
 
 
 @dataclass(slots=True)
@@ -48,6 +55,7 @@ class GpuDetail:
     gpu: GpuView | None  # the current values; None when the host does not report this GPU
     stale: bool  # gpu holds the last known values of a host that is down
     procs: list[ProcRowView]
+    facts: list[tuple[str, str]]  # UUID, PCI, power, clocks, throttling, ECC ...
 
 
 def _history_gpus(host: str) -> dict[int, str]:
@@ -67,9 +75,7 @@ def gpu_detail_model(name: str, index: int, now: float) -> GpuDetail | None:
     procs = []
     if live is not None and not is_lost(live.name):
         for p in sorted(live.procs, key=lambda p: (-p.mem, p.pid)):
-            text, cls = expiry(p.expiration, now)
-            procs.append(ProcRowView(owner_label(p.username, p.uid), p.pid, p.basename,
-                                     size_text(p.mem), p.utilization, text, cls))
+            procs.append(_proc_row(p, now))
     seen = ""
     if h is not None:
         seen = "never seen" if h.last_seen is None else f"last seen {moment(h.last_seen, now)}"
@@ -84,7 +90,25 @@ def gpu_detail_model(name: str, index: int, now: float) -> GpuDetail | None:
         gpu=view,
         stale=view is not None and h is not None and not h.up,
         procs=procs,
+        facts=gpu_facts(live) if live is not None and not is_lost(live.name) else [],
     )
+
+
+def _proc_row(p: hm_pb2.ProcInfo, now: float) -> ProcRowView:
+    text, cls = expiry(p.expiration, now)
+    job = box = mig = ""
+    if p.HasField("job"):
+        job = f"{p.job.id} (step {p.job.step})" if p.job.step else str(p.job.id)
+    if p.HasField("container"):
+        c = p.container
+        box = container_label(c) + (f" · pod {c.pod}" if c.pod else "")
+        if c.host_user:
+            box += f" · owned by {c.host_user}"
+    if p.HasField("mig"):
+        mig = f"GPU instance {p.mig.gpu_instance}, compute instance {p.mig.compute_instance}"
+    return ProcRowView(proc_owner(p), proc_label(p), p.pid, p.basename, p.cmdline,
+                       size_text(p.mem), p.utilization, text, cls,
+                       moment(p.start_time, now) if p.start_time else "", job, box, mig)
 
 
 def _not_found(message: str) -> ResponseReturnValue:
@@ -98,7 +122,8 @@ def _panel(name: str) -> str | None:
         return None
     now = time.time()
     notes = state.notes.notes(host=name)
-    return str(host_panel(host_view(h, notes, now, hogs=hogs_by_gpu(state.idle_hogs(now)))))
+    return str(host_panel(host_view(h, notes, now, hogs=hogs_by_gpu(state.idle_hogs(now)),
+                                    detail=True)))
 
 
 def add_routes(bp: Blueprint) -> None:
@@ -109,7 +134,10 @@ def add_routes(bp: Blueprint) -> None:
         if panel is None and not past:
             return _not_found(f"There is no host {name!r}: it is not in settings.py and has no "
                               "history.")
-        return render_template("host.html", name=name, panel=panel, past=sorted(past.items()))
+        h = get_state().poller.host(name)
+        facts = host_facts(h.info) if h is not None and h.info is not None else []
+        return render_template("host.html", name=name, panel=panel, past=sorted(past.items()),
+                               facts=facts)
 
     @bp.get("/card/<path:name>")
     def card(name: str) -> ResponseReturnValue:

@@ -43,11 +43,23 @@ def _chips(g: GpuView) -> str:
         classes = " ".join(c for c in ("hit" if p.hit else "", "hog" if p.idle else "") if c)
         cls = f' class="{classes}"' if classes else ""
         badge = f'<b class="hogb">{p.idle}</b>' if p.idle else ""
-        # No title with the pids and commands: 3,200 chips at 100 hosts; the GPU's page has them.
-        chips.append(f"<span{cls}>{badge}{escape(p.label)} ({p.mem}, {exp})</span>")
+        # The overview has no title with the pids and commands (3,200 chips at 100 hosts); the
+        # host page, the card and the GPU's page have them.
+        title = f' title="{escape(p.title)}"' if p.title else ""
+        chips.append(f"<span{cls}{title}>{badge}{escape(p.label)} ({p.mem}, {exp})</span>")
     if not chips:
         chips.append('<i class="idle">free</i>' if g.free else '<i class="noproc">no processes</i>')
     return "".join(chips)
+
+
+def _mig_list(g: GpuView) -> str:
+    """A MIG GPU's instances under its model: "3g.71gb 12/71 GiB", the UUID on hover."""
+    if not g.mig:
+        return ""
+    items = "".join(f'<li title="GPU instance {m.gpu_instance}, compute instance '
+                    f'{m.compute_instance} · {escape(m.uuid)}">{escape(m.profile)} '
+                    f"{m.mem_text}</li>" for m in g.mig)
+    return f'<ul class="mig">{items}</ul>'
 
 
 def gpu_rows(gpus: Iterable[GpuView], base: str = "") -> Markup:
@@ -67,10 +79,13 @@ def gpu_rows(gpus: Iterable[GpuView], base: str = "") -> Markup:
         free = ' class="free"' if g.free else ""
         model = (f'<a href="{base}/gpu/{g.index}">{escape(g.model)}</a>' if base
                  else escape(g.model))
+        util = (f'<meter max="100" value="{g.util}"></meter> {g.util}%' if not g.mig_enabled
+                else '<span class="muted" title="NVML reports no utilization in MIG mode">'
+                     "MIG</span>")
         out.append(
             f'<tr{free} data-gpu="{g.index}"><td>{g.index}</td>'
-            f'<td title="{escape(g.name)}">{model}</td>'
-            f'<td><meter max="100" value="{g.util}"></meter> {g.util}%</td>'
+            f'<td title="{escape(g.name)}">{model}{_mig_list(g)}</td>'
+            f"<td>{util}</td>"
             f'<td><meter max="{g.mem_total}" value="{g.mem_used}"></meter> {g.mem_text}</td>'
             f"<td>{g.temp}°C</td><td>{g.fan}</td><td>{_chips(g)}</td><td></td></tr>"
         )

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from hmonitor._pb import hm_pb2
 from hmonitor.web.api.jsonview import proc_to_dict
-from hmonitor.wire import UNKNOWN_UID, decode_uid, encode_uid, owner_label
+from hmonitor.wire import UNKNOWN_UID, decode_uid, encode_uid, owner_label, proc_label, proc_owner
 
 UID_MAX = (1 << 32) - 2  # (uid_t)-1 = 2^32-1 is POSIX's "no uid"
 INT32 = st.integers(-(1 << 31), (1 << 31) - 1)
@@ -74,3 +74,53 @@ def test_json_api_shows_the_real_uid() -> None:
     proc = hm_pb2.ProcInfo(pid=7, uid=wire, username="", basename="python")
     assert proc_to_dict(proc)["uid"] == 3_000_000_000
     assert proc_to_dict(hm_pb2.ProcInfo(uid=-1))["uid"] == -1
+
+
+DOCKER_ID = "3f2a9c81d0e4" + "7b" * 26
+
+
+def in_container(p: hm_pb2.ProcInfo, runtime: str = "docker", name: str = "",
+                 host_user: str = "") -> hm_pb2.ProcInfo:
+    p.container.id, p.container.runtime, p.container.name = DOCKER_ID, runtime, name
+    if host_user:
+        p.container.host_uid, p.container.host_user = 1000, host_user
+    return p
+
+
+def test_a_slurm_jobs_process_reads_user_and_job() -> None:
+    p = hm_pb2.ProcInfo(uid=1000, username="alice")
+    p.job.id, p.job.step = 81234, "batch"
+    assert proc_owner(p) == "alice"
+    assert proc_label(p) == "alice · job 81234"
+
+
+def test_a_containers_root_process_reads_as_its_container_not_root() -> None:
+    p = in_container(hm_pb2.ProcInfo(uid=0, username="root"))
+    assert proc_owner(p) == proc_label(p) == "container 3f2a9c81d0e4… (docker)"
+    named = in_container(hm_pb2.ProcInfo(uid=0, username="root"), name="trainer")
+    assert proc_label(named) == "container trainer (docker)"
+
+
+def test_a_uid_without_an_account_reads_as_its_container() -> None:
+    # The agent names an unknown uid by its number, as the spec's agent does.
+    p = in_container(hm_pb2.ProcInfo(uid=encode_uid(100999), username="100999"), "containerd")
+    assert proc_label(p) == "container 3f2a9c81d0e4… (containerd)"
+
+
+def test_a_rootless_container_belongs_to_its_host_user() -> None:
+    p = in_container(hm_pb2.ProcInfo(uid=encode_uid(100999), username="100999"), "podman",
+                     "web", host_user="bob")
+    assert proc_owner(p) == "bob"
+    assert proc_label(p) == "bob · container web (podman)"
+
+
+def test_a_host_user_in_a_container_keeps_their_name_and_the_container_shows() -> None:
+    p = in_container(hm_pb2.ProcInfo(uid=1000, username="alice"))
+    p.job.id = 7
+    assert proc_owner(p) == "alice"
+    assert proc_label(p) == "alice · container 3f2a9c81d0e4… (docker) · job 7"
+
+
+def test_processes_outside_containers_and_jobs_read_as_before() -> None:
+    assert proc_label(hm_pb2.ProcInfo(uid=0, username="root")) == "root"
+    assert proc_label(hm_pb2.ProcInfo(uid=4242)) == "uid 4242"

@@ -8,11 +8,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
 import pytest
 
+import hmonitor.agent.sources.procs as procs_module
+from hmonitor.agent.sources.containers import ContainerNames
+from hmonitor.agent.sources.procfacts import ContainerRef, ProcFacts, SlurmJobRef
 from hmonitor.agent.sources.procs import ProcOwner, ProcReader
 
 NOBODY = 65534
@@ -166,3 +170,226 @@ def test_real_process_with_a_uid_above_2_31(sleeper: list[subprocess.Popen[bytes
     proc = subprocess.Popen([setpriv, *ids, "sleep", "30"])
     sleeper.append(proc)
     assert ProcReader().owner(started(proc, "sleep")) == ProcOwner(uid=3_000_000_000, name="sleep")
+
+
+# --- facts(): command line, start time, container, Slurm job ---------------------------------
+
+BTIME = 1_700_000_000
+HZ = os.sysconf("SC_CLK_TCK")
+DOCKER_ID = "3f4e1b2a9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f"
+PODMAN_ID = "c0ffee1234567890abcdef1234567890abcdef1234567890abcdef1234567890"
+K8S_ID = "8c1d5b7e3a9f2c4d6e8a0b1c3d5e7f9a2b4c6d8e0f1a3b5c7d9e1f3a5b7c9d0e"
+POD_UID = "4a2b6c8d-1e3f-4a5b-8c7d-9e0f1a2b3c4d"
+INITIAL_MAP = "         0          0 4294967295\n"
+
+
+def stat_line(pid: int, comm: str, ticks: int) -> str:
+    # Field 22 is starttime; the comm may hold ") " itself.
+    rest = ["S", "1", str(pid), str(pid), "0", "-1", "4194560"] + ["0"] * 12 + [str(ticks)]
+    return f"{pid} ({comm}) " + " ".join(rest + ["123456", "789"] + ["0"] * 30) + "\n"
+
+
+def make_facts_proc(
+    root: Path,
+    pid: int,
+    *,
+    ticks: int = 500 * 100,
+    comm: str = "python3",
+    cmdline: bytes | None = b"python3\0train.py\0--lr\0" + b"0.1\0",
+    cgroup: str | None = "0::/user.slice/user-1000.slice/session-4.scope\n",
+    uid_map: str | None = INITIAL_MAP,
+) -> Path:
+    (root / "stat").write_text(f"cpu  1 2 3 4\nintr 5\nctxt 6\nbtime {BTIME}\nprocesses 7\n")
+    d = root / str(pid)
+    d.mkdir(exist_ok=True)
+    (d / "stat").write_text(stat_line(pid, comm, ticks))
+    for name, content in (("cmdline", cmdline), ("cgroup", cgroup), ("uid_map", uid_map)):
+        if content is not None:
+            (d / name).write_bytes(content.encode() if isinstance(content, str) else content)
+    return d
+
+
+def no_names(tmp_path: Path) -> ContainerNames:
+    missing = str(tmp_path / "none")
+    return ContainerNames(docker_root=missing, podman_root=missing, pods_log_root=missing,
+                          containers_log_root=missing, home=lambda uid: None)
+
+
+def test_facts_of_this_process() -> None:
+    facts = ProcReader().facts(os.getpid())
+    assert facts is not None
+    assert "pytest" in facts.cmdline
+    assert facts.cmdline == " ".join(psutil.Process().cmdline())
+    assert abs(facts.start_time - psutil.Process().create_time()) <= 2
+    assert ProcReader().facts(os.getpid(), cmdline=False) == ProcFacts(
+        cmdline="", start_time=facts.start_time, container=facts.container, job=facts.job)
+
+
+def test_facts_of_a_vanished_process() -> None:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    assert ProcReader().facts(proc.pid) is None
+    assert ProcReader().facts(0) is None
+    assert ProcReader().facts(-5) is None
+
+
+def test_facts_fake_tree(tmp_path: Path) -> None:
+    cgroup = "0::/system.slice/slurmstepd.scope/job_81234/step_0/user/task_0\n"
+    make_facts_proc(tmp_path, 10, comm="a) b (c", ticks=1234 * HZ + HZ // 2, cgroup=cgroup)
+    reader = ProcReader(tmp_path, containers=no_names(tmp_path))
+    assert reader.facts(10) == ProcFacts(
+        cmdline="python3 train.py --lr 0.1",
+        start_time=BTIME + 1234,
+        job=SlurmJobRef(81234, "0"),
+    )
+    assert reader.facts(11) is None  # no such process
+
+
+@pytest.mark.parametrize(
+    ("raw", "limit", "expected"),
+    [
+        (b"a\0b\0", 100, "a b"),
+        (b"a\0b\0", 3, "a b"),  # exactly the limit once the final NUL is dropped
+        (b"a\0b\0c\0", 3, "a b\u2026"),
+        (b"ab" + b"\0" * 5000, 2, "ab"),
+        (b"abcdef\0", 3, "abc\u2026"),
+        (b"worker: idle\0\0\0\0\0\0", 100, "worker: idle"),  # setproctitle's padding
+        (b"caf\xc3\xa9\0x\0", 4, "caf\u2026"),  # no half "é" before the mark
+        (b"bad\xff\0", 100, "bad\ufffd"),
+        (b"", 100, ""),  # a kernel thread or a zombie
+    ],
+)
+def test_cmdline_bounded(tmp_path: Path, raw: bytes, limit: int, expected: str) -> None:
+    make_facts_proc(tmp_path, 10, cmdline=raw)
+    facts = ProcReader(tmp_path, containers=no_names(tmp_path)).facts(10, cmdline_max=limit)
+    assert facts is not None
+    assert facts.cmdline == expected
+    assert len(facts.cmdline.rstrip("\u2026").encode()) <= max(limit, len(expected.encode()))
+
+
+def test_long_real_cmdline_is_cut(sleeper: list[subprocess.Popen[bytes]]) -> None:
+    sleep = shutil.which("sleep")
+    assert sleep
+    proc = subprocess.Popen([sleep, "30", *["0"] * 3000])  # sleep adds up its arguments
+    sleeper.append(proc)
+    pid = started(proc, "sleep")
+    full = " ".join([sleep, "30", *["0"] * 3000])
+    facts = ProcReader().facts(pid)
+    assert facts is not None
+    assert facts.cmdline == full[:4096] + "\u2026"
+    assert ProcReader().facts(pid, cmdline_max=len(full)) == replace(facts, cmdline=full)
+
+
+def test_no_cmdline_reads_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_facts_proc(tmp_path, 10)
+    opened: list[str] = []
+    real = procs_module._read
+
+    def spy(path: str, limit: int) -> bytes:
+        opened.append(os.path.basename(path))
+        return real(path, limit)
+
+    monkeypatch.setattr(procs_module, "_read", spy)
+    reader = ProcReader(tmp_path, containers=no_names(tmp_path))
+    facts = reader.facts(10, cmdline=False)
+    assert facts is not None and facts.cmdline == ""
+    assert "cmdline" not in opened
+    assert facts.start_time == BTIME + 500
+    # Asked with a command line later: read then, not answered from the cache of "".
+    assert reader.facts(10) is not None
+    assert opened.count("cmdline") == 1
+
+
+def test_cache_and_pid_reuse(tmp_path: Path) -> None:
+    now = [0.0]
+    d = make_facts_proc(tmp_path, 10, ticks=100 * HZ)
+    reader = ProcReader(tmp_path, containers=no_names(tmp_path), refresh=60.0,
+                        clock=lambda: now[0])
+    first = reader.facts(10)
+    assert first is not None and first.cmdline == "python3 train.py --lr 0.1"
+    # Same process (same start time): the command line and cgroup come from the cache.
+    (d / "cmdline").write_bytes(b"changed\0")
+    (d / "cgroup").write_text("0::/system.slice/slurmstepd.scope/job_1/step_0\n")
+    assert reader.facts(10) == first
+    # The pid reused by a new process: its start time differs, everything is read again.
+    (d / "stat").write_text(stat_line(10, "other", 200 * HZ))
+    again = reader.facts(10)
+    assert again == ProcFacts("changed", BTIME + 200, job=SlurmJobRef(1, "0"))
+    # A process moved to another cgroup (pam_slurm_adopt) is seen after the refresh interval.
+    (d / "cgroup").write_text("0::/system.slice/slurmstepd.scope/job_2/step_extern\n")
+    assert reader.facts(10) == again
+    now[0] = 61.0
+    moved = reader.facts(10)
+    assert moved is not None and moved.job == SlurmJobRef(2, "extern")
+
+
+def test_cache_is_bounded(tmp_path: Path) -> None:
+    for pid in range(10, 20):
+        make_facts_proc(tmp_path, pid)
+    reader = ProcReader(tmp_path, containers=no_names(tmp_path), cache_cap=4)
+    for pid in range(10, 20):
+        assert reader.facts(pid) is not None
+    assert sorted(reader._cache) == [16, 17, 18, 19]
+
+
+def test_unreadable_files_leave_their_facts_empty(tmp_path: Path) -> None:
+    # A directory where a file should be stands for EACCES (hidepid=1, a root agent can't be
+    # denied by mode bits): the rest is still read.
+    d = make_facts_proc(tmp_path, 10, cmdline=None, cgroup=f"0::/docker/{DOCKER_ID}\n")
+    (d / "cmdline").mkdir()
+    reader = ProcReader(tmp_path, containers=no_names(tmp_path))
+    assert reader.facts(10) == ProcFacts("", BTIME + 500, ContainerRef(DOCKER_ID, "docker"))
+    d = make_facts_proc(tmp_path, 11, cgroup=None)
+    (d / "cgroup").mkdir()
+    (d / "stat").unlink()
+    (d / "stat").mkdir()
+    assert reader.facts(11) == ProcFacts("python3 train.py --lr 0.1", 0)
+    make_facts_proc(tmp_path, 12)
+    (tmp_path / "12" / "stat").write_text("12 (garbled\n")
+    assert reader.facts(12) == ProcFacts(
+        "python3 train.py --lr 0.1", 0, job=None, container=None)
+
+
+@pytest.mark.parametrize(
+    ("uid_map", "host_uid"),
+    [
+        ("         0       1000          1\n         1     100000      65536\n", 1000),  # rootless
+        (INITIAL_MAP, None),  # rootful: the initial user namespace
+        ("         0          0          1\n", 0),  # unshare --map-root-user, run by root
+        ("      1000       1000          1\n", 1000),  # unshare --map-current-user
+        ("0 100000 65536\n", 100000),  # userns-remap: the first host uid of the range
+        ("0 x 1\n", None),
+        ("", None),
+    ],
+)
+def test_rootless_owner_from_uid_map(tmp_path: Path, uid_map: str, host_uid: int | None) -> None:
+    make_facts_proc(tmp_path, 10, cgroup=f"4:memory:/docker/{DOCKER_ID}\n", uid_map=uid_map)
+    names = {1000: "alice", 0: "root", 100000: "dockremap"}
+    reader = ProcReader(tmp_path, containers=no_names(tmp_path), user_name=names.__getitem__)
+    facts = reader.facts(10)
+    assert facts is not None and facts.container is not None
+    assert facts.container.host_uid == host_uid
+    assert facts.container.host_user == ("" if host_uid is None else names[host_uid])
+
+
+def test_rootless_owner_from_user_slice_wins(tmp_path: Path) -> None:
+    user = "/user.slice/user-1001.slice/user@1001.service/user.slice"
+    cgroup = f"0::{user}/libpod-{PODMAN_ID}.scope\n"
+    make_facts_proc(tmp_path, 10, cgroup=cgroup, uid_map="0 1001 1\n1 200000 65536\n")
+    make_facts_proc(tmp_path, 11, cgroup=cgroup, uid_map=None)  # uid_map unreadable
+    reader = ProcReader(tmp_path, containers=no_names(tmp_path), user_name=lambda uid: "bob")
+    for pid in (10, 11):
+        facts = reader.facts(pid)
+        assert facts is not None
+        assert facts.container == ContainerRef(PODMAN_ID, "podman", host_uid=1001, host_user="bob")
+
+
+def test_user_name_lookup_failure_keeps_the_facts(tmp_path: Path) -> None:
+    make_facts_proc(tmp_path, 10, cgroup=f"0::/docker/{DOCKER_ID}\n", uid_map="0 1000 1\n")
+
+    def broken(uid: int) -> str:
+        raise RuntimeError("nss down")
+
+    facts = ProcReader(tmp_path, containers=no_names(tmp_path), user_name=broken).facts(10)
+    assert facts is not None
+    assert facts.container == ContainerRef(DOCKER_ID, "docker", host_uid=1000)

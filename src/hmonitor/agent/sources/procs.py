@@ -1,16 +1,31 @@
-"""Owner (real uid) and executable name of a process, read from /proc."""
+"""Owner (real uid), executable name and facts (command line, start time, container, Slurm
+job) of a process, read from /proc."""
 
 from __future__ import annotations
 
+import codecs
 import logging
 import os
-from dataclasses import dataclass
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from hmonitor.agent.sources.cgroups import EMPTY, CgroupFacts, parse_cgroup
+from hmonitor.agent.sources.containers import ContainerNames
+from hmonitor.agent.sources.procfacts import ContainerRef, ProcFacts
 
 log = logging.getLogger(__name__)
 
 # The kernel keeps 15 bytes of the command name (TASK_COMM_LEN - 1).
 _COMM_LEN = 15
 _UID_MAX = (1 << 32) - 1  # uid_t is unsigned 32-bit
+_STAT_MAX = 4096  # /proc/<pid>/stat: 52 numbers and a 15-byte comm
+_CGROUP_MAX = 64 * 1024
+_UID_MAP_MAX = 4096
+_STARTTIME = 19  # field 22 of stat, counted from field 3 (the first after the comm)
+_CMDLINE_SLACK = 4096
+_CUT = "\u2026"  # marks a command line cut at cmdline_max bytes
 
 
 @dataclass(frozen=True)
@@ -51,11 +66,102 @@ def _decode(raw: bytes) -> str:
     return raw.decode("utf-8", errors="replace")
 
 
-class ProcReader:
-    """Reads process owners under a proc root (tests pass a fake tree)."""
+def _read(path: str, limit: int) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(limit)
 
-    def __init__(self, proc_root: str | os.PathLike[str] = "/proc") -> None:
+
+def _start_ticks(stat: bytes) -> int:
+    # The comm in parentheses may hold ")" and spaces: the fields start after the last ")".
+    fields = stat[stat.rindex(b")") + 1 :].split()
+    ticks = fields[_STARTTIME]
+    if not (ticks.isdigit() and len(ticks) <= 20):
+        raise ValueError(f"bad starttime {ticks!r}")
+    return int(ticks)
+
+
+def _btime(text: bytes) -> int:
+    for line in text.split(b"\n"):
+        key, _, value = line.partition(b" ")
+        if key == b"btime":
+            value = value.strip()
+            if value.isdigit() and len(value) <= 20:
+                return int(value)
+    raise ValueError("no btime")
+
+
+def _cmdline(raw: bytes, limit: int) -> str:
+    """NUL-separated arguments as one line: "python train.py --lr 0.1"."""
+    raw = raw.rstrip(b"\0")  # the terminating NUL (and padding left by setproctitle)
+    cut = len(raw) > limit
+    raw = raw[:limit].replace(b"\0", b" ")
+    if not cut:
+        return _decode(raw)
+    # Keep a character cut in half out of the text, rather than a replacement character.
+    text = codecs.getincrementaldecoder("utf-8")(errors="replace").decode(raw, final=False)
+    return text + _CUT
+
+
+def _namespace_owner(uid_map: bytes) -> int | None:
+    """The host uid that uid 0 inside a user namespace maps to; None in the initial namespace
+    ("0 0 4294967295"). A map without uid 0 (``unshare --map-current-user``): its first line's
+    host uid, that of the user who made it."""
+    first: int | None = None
+    for line in uid_map.split(b"\n"):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 3:
+            return None
+        inside, outside, count = (_uid(f) for f in fields)
+        if (inside, outside, count) == (0, 0, _UID_MAX):
+            return None
+        if first is None:
+            first = outside
+        if inside == 0 and count > 0:
+            return outside
+    return first
+
+
+@dataclass
+class _Cached:
+    ticks: int  # start time in clock ticks: a different value means the pid was reused
+    read_at: float
+    cmdline_max: int  # what the command line was read with; 0: not read
+    cmdline: str
+    cgroup: CgroupFacts
+    container: ContainerRef | None
+
+
+class ProcReader:
+    """Reads process owners and facts under a proc root (tests pass a fake tree).
+
+    facts() caches each process's command line and cgroup facts per (pid, start time) and reads
+    them again after ``refresh`` seconds (a process may be moved, e.g. adopted into a Slurm
+    job); the cache keeps the ``cache_cap`` processes looked up most recently."""
+
+    def __init__(
+        self,
+        proc_root: str | os.PathLike[str] = "/proc",
+        *,
+        containers: ContainerNames | None = None,
+        user_name: Callable[[int], str] | None = None,
+        refresh: float = 60.0,
+        cache_cap: int = 4096,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._root = os.fspath(proc_root)
+        self._containers = containers if containers is not None else ContainerNames()
+        self._user_name = user_name
+        self._refresh = refresh
+        self._cache_cap = cache_cap
+        self._clock = clock
+        self._cache: OrderedDict[int, _Cached] = OrderedDict()
+        self._boot: int | None = None  # btime: fixed while the host is up
+        try:
+            self._hz = os.sysconf("SC_CLK_TCK")
+        except (ValueError, OSError):
+            self._hz = 100  # USER_HZ on every Linux architecture
 
     def owner(self, pid: int) -> ProcOwner | None:
         """Real uid and executable basename, or None when the process is gone or unreadable."""
@@ -94,3 +200,102 @@ class ProcReader:
             log.debug("pid %d: cannot read %s: %s", pid, base, exc)
             return None
         return ProcOwner(uid=uid, name=_decode(name))
+
+    def facts(self, pid: int, *, cmdline: bool = True, cmdline_max: int = 4096) -> ProcFacts | None:
+        """Command line, start time, container and Slurm job of a process; None when it is gone.
+
+        A file that cannot be read (hidepid, permissions) leaves its fact empty. With
+        ``cmdline=False`` the command line is not read at all."""
+        if pid <= 0:
+            return None
+        base = os.path.join(self._root, str(pid))
+        ticks: int | None = None
+        try:
+            ticks = _start_ticks(_read(os.path.join(base, "stat"), _STAT_MAX))
+        except (FileNotFoundError, ProcessLookupError):
+            return None
+        except (OSError, ValueError, IndexError) as exc:
+            log.debug("pid %d: no start time: %s", pid, exc)
+        start_time = self._start_time(ticks)
+        limit = cmdline_max if cmdline and cmdline_max > 0 else 0
+        now = self._clock()
+        cached = self._cache.get(pid)
+        if (
+            cached is None
+            or ticks is None
+            or cached.ticks != ticks
+            or cached.cmdline_max != limit
+            or now - cached.read_at > self._refresh
+        ):
+            read = self._read_facts(base, pid, limit)
+            if read is None:
+                self._cache.pop(pid, None)
+                return None
+            cached = _Cached(ticks if ticks is not None else -1, now, limit, *read)
+            if ticks is not None:  # without a start time, pid reuse could not be told
+                self._cache[pid] = cached
+                while len(self._cache) > self._cache_cap:
+                    self._cache.popitem(last=False)
+        elif ticks is not None:
+            self._cache.move_to_end(pid)  # recently used: the last to be dropped
+        return ProcFacts(
+            cmdline=cached.cmdline,
+            start_time=start_time,
+            container=cached.container,
+            job=cached.cgroup.job,
+        )
+
+    def _start_time(self, ticks: int | None) -> int:
+        if ticks is None:
+            return 0
+        if self._boot is None:
+            try:
+                self._boot = _btime(_read(os.path.join(self._root, "stat"), 64 * 1024))
+            except (OSError, ValueError) as exc:
+                log.debug("no btime in %s/stat: %s", self._root, exc)
+                return 0
+        return self._boot + ticks // self._hz
+
+    def _read_facts(
+        self, base: str, pid: int, cmdline_max: int
+    ) -> tuple[str, CgroupFacts, ContainerRef | None] | None:
+        """The slow part, cached: command line, cgroup, container name and owner."""
+        text = ""
+        cgroup = EMPTY
+        try:
+            if cmdline_max:
+                # Read past the limit: NULs there are padding, anything else means a cut.
+                raw = _read(os.path.join(base, "cmdline"), cmdline_max + _CMDLINE_SLACK)
+                text = _cmdline(raw, cmdline_max)
+        except (FileNotFoundError, ProcessLookupError):
+            return None
+        except OSError as exc:
+            log.debug("pid %d: no cmdline: %s", pid, exc)
+        try:
+            cgroup = parse_cgroup(_read(os.path.join(base, "cgroup"), _CGROUP_MAX))
+        except (FileNotFoundError, ProcessLookupError):
+            return None
+        except OSError as exc:
+            log.debug("pid %d: no cgroup: %s", pid, exc)
+        container = cgroup.container
+        if container is not None:
+            container = self._resolve(base, pid, container)
+        return text, cgroup, container
+
+    def _resolve(self, base: str, pid: int, ref: ContainerRef) -> ContainerRef:
+        """Add the rootless owner and the name to a container found in the cgroup path."""
+        host_uid = ref.host_uid  # from user-NNNN.slice: set by root's systemd, not the user
+        if host_uid is None:
+            try:
+                host_uid = _namespace_owner(_read(os.path.join(base, "uid_map"), _UID_MAP_MAX))
+            except (OSError, ValueError) as exc:
+                log.debug("pid %d: no uid_map: %s", pid, exc)
+        ref = replace(ref, host_uid=host_uid)
+        name = self._containers.name(ref)
+        host_user = ""
+        if host_uid is not None and self._user_name is not None:
+            try:
+                host_user = self._user_name(host_uid)
+            except Exception as exc:  # noqa: BLE001 - a caller's lookup must not lose the facts
+                log.debug("uid %d: no user name: %s", host_uid, exc)
+        return replace(ref, name=name, host_user=host_user)

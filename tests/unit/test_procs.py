@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -10,12 +11,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
 import hmonitor.agent.sources.procs as procs_module
-from hmonitor.agent.sources.containers import ContainerNames
+from hmonitor.agent.sources.containers import ContainerNames, read_bounded
 from hmonitor.agent.sources.procfacts import ContainerRef, ProcFacts, SlurmJobRef
 from hmonitor.agent.sources.procs import ProcOwner, ProcReader
 
@@ -393,3 +395,175 @@ def test_user_name_lookup_failure_keeps_the_facts(tmp_path: Path) -> None:
     facts = ProcReader(tmp_path, containers=no_names(tmp_path), user_name=broken).facts(10)
     assert facts is not None
     assert facts.container == ContainerRef(DOCKER_ID, "docker", host_uid=1000)
+
+
+# --- container names from the runtimes' files ---------------------------------------------------
+
+
+def write_json(path: Path, value: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value))
+
+
+def docker_config(cid: str, name: str) -> dict[str, object]:
+    # The fields around "Name" as dockerd writes them (shortened).
+    return {"StreamConfig": {}, "State": {"Running": True, "Pid": 4242}, "ID": cid,
+            "Created": "2024-05-01T10:00:00Z", "Path": "python", "Args": ["train.py"],
+            "Config": {"Hostname": cid[:12], "Image": "pytorch/pytorch:2.3.0-cuda12.1"},
+            "Name": name, "Driver": "overlay2"}
+
+
+def podman_entry(cid: str, name: str) -> dict[str, object]:
+    return {"id": cid, "names": [name], "image": "0f1e2d3c" * 8, "layer": "ab" * 32,
+            "metadata": json.dumps({"image-name": "docker.io/library/ubuntu:22.04"}),
+            "created": "2024-05-01T10:00:00Z", "flags": {"MountLabel": ""}}
+
+
+@pytest.fixture
+def runtime_tree(tmp_path: Path) -> Path:
+    """/var/lib/docker, /var/lib/containers/storage, /var/log/pods, /var/log/containers and two
+    homes, as a node with docker, podman and a kubelet lays them out."""
+    root = tmp_path / "node"
+    write_json(root / "docker/containers" / DOCKER_ID / "config.v2.json",
+               docker_config(DOCKER_ID, "/train-bert"))
+    write_json(root / "storage/overlay-containers/containers.json",
+               [podman_entry("ab" * 32, "other"), podman_entry(PODMAN_ID, "jupyter")])
+    home = root / "home/alice"
+    write_json(home / ".local/share/docker/containers" / DOCKER_ID / "config.v2.json",
+               docker_config(DOCKER_ID, "/alice-rootless-docker"))
+    write_json(home / ".local/share/containers/storage/overlay-containers/containers.json",
+               [podman_entry(PODMAN_ID, "alice-notebook")])
+    pods = root / "log/pods"
+    for container in ("pytorch", "metrics-sidecar"):
+        (pods / f"ml_trainer-7d9f8_{POD_UID}" / container).mkdir(parents=True)
+        (pods / f"ml_trainer-7d9f8_{POD_UID}" / container / "0.log").write_text("")
+    (pods / "kube-system_coredns-5d78c9869d-abcde_0a1b2c3d-0000-4000-8000-000000000000"
+     / "coredns").mkdir(parents=True)
+    links = root / "log/containers"
+    links.mkdir(parents=True)
+    (links / f"trainer-7d9f8_ml_pytorch-{K8S_ID}.log").symlink_to(
+        pods / f"ml_trainer-7d9f8_{POD_UID}/pytorch/0.log")
+    (links / f"trainer-7d9f8_ml_metrics-sidecar-{'e' * 64}.log").symlink_to(
+        pods / f"ml_trainer-7d9f8_{POD_UID}/metrics-sidecar/0.log")
+    return root
+
+
+def names_in(root: Path, **kwargs: Any) -> ContainerNames:
+    homes = {1000: str(root / "home/alice")}
+    return ContainerNames(
+        docker_root=str(root / "docker"), podman_root=str(root / "storage"),
+        pods_log_root=str(root / "log/pods"), containers_log_root=str(root / "log/containers"),
+        home=homes.get, **kwargs)
+
+
+def test_container_names_through_facts(tmp_path: Path, runtime_tree: Path) -> None:
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    podu = POD_UID.replace("-", "_")
+    cases = {
+        20: (f"0::/system.slice/docker-{DOCKER_ID}.scope\n", INITIAL_MAP,
+             ContainerRef(DOCKER_ID, "docker", name="train-bert")),
+        21: (f"0::/user.slice/user-1000.slice/user@1000.service/app.slice/docker.service/docker/"
+             f"{DOCKER_ID}\n", "0 1000 1\n1 100000 65536\n",
+             ContainerRef(DOCKER_ID, "docker", name="alice-rootless-docker", host_uid=1000,
+                          host_user="alice")),
+        22: (f"0::/machine.slice/libpod-{PODMAN_ID}.scope/container\n", INITIAL_MAP,
+             ContainerRef(PODMAN_ID, "podman", name="jupyter")),
+        # Rootless podman on cgroup v1 cannot create cgroups: the owner comes from uid_map.
+        23: (f"0::/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{PODMAN_ID}"
+             ".scope\n", "0 1000 1\n",
+             ContainerRef(PODMAN_ID, "podman", name="alice-notebook", host_uid=1000,
+                          host_user="alice")),
+        24: ("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod"
+             f"{podu}.slice/cri-containerd-{K8S_ID}.scope\n", INITIAL_MAP,
+             ContainerRef(K8S_ID, "containerd", name="ml/trainer-7d9f8/pytorch", pod=POD_UID)),
+        25: ("0::/lxc.payload.gpu-box/init.scope\n", "0 100000 65536\n",
+             ContainerRef("gpu-box", "lxc", name="gpu-box", host_uid=100000,
+                          host_user="100000")),
+    }
+    for pid, (cgroup, uid_map, _) in cases.items():
+        make_facts_proc(proc, pid, cgroup=cgroup, uid_map=uid_map)
+    users = {1000: "alice"}
+    reader = ProcReader(proc, containers=names_in(runtime_tree),
+                        user_name=lambda uid: users.get(uid, str(uid)))
+    for pid, (_, _, expected) in cases.items():
+        facts = reader.facts(pid)
+        assert facts is not None
+        assert facts.container == expected, pid
+
+
+def test_kubernetes_names(runtime_tree: Path) -> None:
+    names = names_in(runtime_tree)
+    pod = "0a1b2c3d-0000-4000-8000-000000000000"
+    # One container in the pod: named without /var/log/containers.
+    assert names.name(ContainerRef("f" * 64, "cri-o", pod=pod)) == (
+        "kube-system/coredns-5d78c9869d-abcde/coredns")
+    # Two containers, and this id in no log link (the pause container): the pod only.
+    assert names.name(ContainerRef("d" * 64, "containerd", pod=POD_UID)) == "ml/trainer-7d9f8"
+    assert names.name(ContainerRef("e" * 64, "containerd", pod=POD_UID)) == (
+        "ml/trainer-7d9f8/metrics-sidecar")
+    assert names.name(ContainerRef("e" * 64, "containerd", pod="9" * 32)) == ""  # unknown pod
+
+
+def test_names_unreadable_or_hostile_files(runtime_tree: Path) -> None:
+    names = names_in(runtime_tree)
+    # Not there (a container just created, or the storage elsewhere): no name.
+    assert names.name(ContainerRef("b" * 64, "docker")) == ""
+    assert names.name(ContainerRef(DOCKER_ID, "docker", host_uid=2000)) == ""  # no home known
+    # A FIFO planted where the rootless storage is must not hang a root agent.
+    storage = runtime_tree / "home/alice/.local/share/containers/storage/overlay-containers"
+    (storage / "containers.json").unlink()
+    os.mkfifo(storage / "containers.json")
+    assert names.name(ContainerRef(PODMAN_ID, "podman", host_uid=1000)) == ""
+    # Not JSON, the wrong shape, the wrong id: no name.
+    config = runtime_tree / "docker/containers" / DOCKER_ID / "config.v2.json"
+    for content in ("{not json", "[1, 2]", json.dumps(docker_config("c" * 64, "/x")),
+                    json.dumps(docker_config(DOCKER_ID, "/bad\nname"))):
+        config.write_text(content)
+        assert names_in(runtime_tree).name(ContainerRef(DOCKER_ID, "docker")) == ""
+
+
+def test_names_files_of_another_owner_are_ignored(runtime_tree: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give a file to another user")
+    config = runtime_tree / "home/alice/.local/share/docker/containers" / DOCKER_ID
+    os.chown(config / "config.v2.json", 1234, 1234)
+    assert names_in(runtime_tree).name(ContainerRef(DOCKER_ID, "docker", host_uid=1000)) == ""
+    os.chown(config / "config.v2.json", 1000, 1000)
+    assert names_in(runtime_tree).name(ContainerRef(DOCKER_ID, "docker", host_uid=1000)) == (
+        "alice-rootless-docker")
+
+
+def test_names_bounded_reads(tmp_path: Path) -> None:
+    assert read_bounded("/dev/zero", 1024) is None  # not a regular file
+    # /proc files claim size 0: the bound holds on what is read, not on what stat says.
+    assert read_bounded("/proc/self/status", 10) is None
+    assert read_bounded("/proc/self/status", 1 << 20) is not None
+    big = tmp_path / "big.json"
+    big.write_bytes(b" " * 2048)
+    assert read_bounded(str(big), 1024) is None
+    assert read_bounded(str(big), 2048) == b" " * 2048
+    assert read_bounded(str(tmp_path / "missing"), 1024) is None
+    assert read_bounded(str(tmp_path), 1024) is None  # a directory
+
+
+def test_names_cache_ttl_and_cap(runtime_tree: Path) -> None:
+    now = [0.0]
+    names = names_in(runtime_tree, ttl=300.0, miss_ttl=30.0, cap=2, clock=lambda: now[0])
+    ref = ContainerRef(DOCKER_ID, "docker")
+    config = runtime_tree / "docker/containers" / DOCKER_ID / "config.v2.json"
+    assert names.name(ref) == "train-bert"
+    config.write_text(json.dumps(docker_config(DOCKER_ID, "/renamed")))
+    assert names.name(ref) == "train-bert"  # cached
+    now[0] = 301.0
+    assert names.name(ref) == "renamed"
+    # A miss is looked up again sooner: the runtime may not have written the file yet.
+    late = ContainerRef("b" * 64, "docker")
+    assert names.name(late) == ""
+    write_json(runtime_tree / "docker/containers" / ("b" * 64) / "config.v2.json",
+               docker_config("b" * 64, "/late"))
+    assert names.name(late) == ""
+    now[0] = 332.0
+    assert names.name(late) == "late"
+    names.name(ContainerRef("c" * 64, "docker"))
+    assert len(names._cache) == 2

@@ -31,6 +31,8 @@ _PODMAN_JSON_MAX = 32 << 20  # one entry (~1 KiB) per container on the host
 _LISTING_MAX = 10_000  # pods / container log links looked at, at most
 _NAME_MAX = 253
 
+_Key = tuple[str, str, str, "int | None"]  # runtime, id, pod, rootless owner
+
 
 def home_of(uid: int) -> str | None:
     """The user's home directory from the password database, None when unknown."""
@@ -97,7 +99,7 @@ class ContainerNames:
         self._miss_ttl = miss_ttl
         self._cap = cap
         self._clock = clock
-        self._cache: OrderedDict[tuple[str, str, int | None], tuple[str, float]] = OrderedDict()
+        self._cache: OrderedDict[_Key, tuple[str, float]] = OrderedDict()
         # containers.json parsed once per (path, mtime, size): one file names every container.
         self._podman_files: dict[str, tuple[tuple[int, int], dict[str, str]]] = {}
 
@@ -105,7 +107,7 @@ class ContainerNames:
         """The container's name ("" when unknown); "namespace/pod/container" for Kubernetes."""
         if ref.name:
             return ref.name  # lxc, nspawn: the path is the name
-        key = (ref.runtime, ref.id, ref.host_uid)
+        key = (ref.runtime, ref.id, ref.pod, ref.host_uid)
         now = self._clock()
         hit = self._cache.get(key)
         if hit is not None and hit[1] > now:

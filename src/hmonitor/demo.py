@@ -30,12 +30,12 @@ from hmonitor._pb import hm_pb2
 from hmonitor.agent.sources.gpu import GpuReading, GpuUnavailable
 from hmonitor.agent.sources.nvml import NvmlSource
 from hmonitor.agent.sources.simgpu import SimulatedGpuSource, host_seed
+from hmonitor.agent.snapshot import fill_process, gpu_message
 from hmonitor.web.history import SqliteHistory
 from hmonitor.web.history.recorder import HISTORY_FILE
 from hmonitor.web.hoststate import HostState
 from hmonitor.web.settings import load_settings
 from hmonitor.web.storage import StorageError
-from hmonitor.wire import encode_uid
 
 POLL_INTERVAL = 5.0  # the demo dashboard's `interval`, seconds
 # The backfill's rounds, oldest first: (from how many hours ago, a round every so many seconds).
@@ -50,18 +50,26 @@ BACKFILL_PLAN: tuple[tuple[float, float], ...] = ((24.0, 300.0), (6.0, 60.0))
 @dataclass(frozen=True)
 class SimHost:
     """A simulated agent of the demo: the dashboard's name for it, its `--id` (which seeds its
-    simulation) and its number of GPUs."""
+    simulation), its number of GPUs and how many of them run in MIG mode."""
 
     name: str
     host_id: str
     gpus: int
+    mig: int = 0
+
+    def agent_args(self) -> list[str]:
+        return ["--simulate", str(self.gpus), "--simulate-mig", str(self.mig)]
+
+    def source(self) -> SimulatedGpuSource:
+        """The agent's simulation, for the demo's backfill."""
+        return SimulatedGpuSource(self.gpus, seed=host_seed(self.host_id), mig=self.mig)
 
 
 # Without NVML, this host's agent and three more, all simulated.
 LOCAL_SIMULATED = SimHost("this-host (simulated)", "this-host-simulated", 4)
 SIMULATED_HOSTS = (
     SimHost("sim-node-1", "sim-node-1", 8),
-    SimHost("sim-node-2", "sim-node-2", 4),
+    SimHost("sim-node-2", "sim-node-2", 4, mig=1),
     SimHost("sim-node-3", "sim-node-3", 4),
 )
 
@@ -106,12 +114,11 @@ def host_info(host_id: str, hostname: str, gpus: Sequence[GpuReading]) -> hm_pb2
     simulated processes carry their owners), without disks: the backfill has none."""
     info = hm_pb2.HostInfo(id=host_id, hostname=hostname)
     for g in gpus:
-        msg = info.gpus.add(id=g.index, name=g.name, utilization=g.utilization, temp=g.temp,
-                            fanspeed=g.fan, mem_used=g.mem_used, mem_total=g.mem_total)
+        msg = gpu_message(g)
         for p in g.processes:
-            msg.procs.add(pid=p.pid, uid=encode_uid(p.uid or 0), username=p.username or "",
-                          basename=p.basename or "", expiration=p.expiration or 0,
-                          utilization=p.sm_util, mem=p.used_memory)
+            fill_process(msg.procs.add(), p, p.uid or 0, p.username or "", p.basename or "",
+                         p.expiration or 0, p.facts)
+        info.gpus.append(msg)
     return info
 
 
@@ -148,7 +155,7 @@ def backfill(
                             " delete it to start over")
         announce(f"writing {hours:g} h of simulated history into {path} ...")
         hostname = socket.gethostname()  # what the simulated agents report as theirs
-        sources = [(h, SimulatedGpuSource(h.gpus, seed=host_seed(h.host_id))) for h in hosts]
+        sources = [(h, h.source()) for h in hosts]
 
         def round_at(t: float) -> None:
             states = [
@@ -215,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     children.append(
         _agent(
             local_port,
-            *([] if local is None else ["--simulate", str(local.gpus)]),
+            *([] if local is None else local.agent_args()),
             host_id=None if local is None else local.host_id,
         )
     )
@@ -224,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         simulated = [local, *SIMULATED_HOSTS]
         for host in SIMULATED_HOSTS:
             port = _free_port()
-            children.append(_agent(port, "--simulate", str(host.gpus), host_id=host.host_id))
+            children.append(_agent(port, *host.agent_args(), host_id=host.host_id))
             servers[host.name] = f"127.0.0.1:{port}"
     servers["offline-example"] = f"127.0.0.1:{_free_port()}"  # nothing listens: a down host
 

@@ -47,8 +47,7 @@ def live(now: float) -> list[HostState]:
     return [
         HostState(name=h.name, address=f"127.0.0.1:{9300 + i}", up=True, error="", last_seen=now,
                   rtt_ms=1.0, polled_at=now, info=host_info(
-                      h.host_id, "demo", SimulatedGpuSource(h.gpus, seed=host_seed(h.host_id))
-                      .read_at(now)))
+                      h.host_id, "demo", h.source().read_at(now)))
         for i, h in enumerate(HOSTS)
     ]
 
@@ -166,12 +165,12 @@ def test_backfill_reports_what_the_agents_serve(tmp_path: Path) -> None:
     mounts.write_text("")
     for h in HOSTS:
         # The agent's own source for `--simulate N --id host_id` has the demo's seed ...
-        agents = cast(SimulatedGpuSource, agent_cli._gpu_source(h.gpus, h.host_id))
-        ours = SimulatedGpuSource(h.gpus, seed=host_seed(h.host_id))
+        agents = cast(SimulatedGpuSource, agent_cli._gpu_source(h.gpus, h.host_id, h.mig))
+        ours = h.source()
         assert agents.read_at(t) == ours.read_at(t)
         # ... and the agent's collector turns it into the same HostInfo as the backfill.
         collector = Collector(Sources(gpus=SimulatedGpuSource(h.gpus, seed=host_seed(h.host_id),
-                                                               clock=lambda: t),
+                                                               mig=h.mig, clock=lambda: t),
                                       disks=DiskSource(mounts), procs=ProcReader(tmp_path),
                                       hostname=lambda: "demo"), host_id=h.host_id)
         assert list(collector.collect().gpus) == list(host_info(h.host_id, "demo",
@@ -205,3 +204,21 @@ def test_each_simulated_host_always_has_a_long_idle_process() -> None:
                 oldest = min(first_seen[p.pid] for p in parked.processes)
                 assert t - oldest > 7200, (h.name, t)
             t += 420
+
+
+def test_the_demo_has_a_mig_h200_with_its_instances_and_jobs_and_containers() -> None:
+    (mig_host,) = [h for h in HOSTS if h.mig]
+    seen_job = seen_box = False
+    for t in range(0, 3 * 86400, 3600):
+        info = host_info(mig_host.host_id, "demo", mig_host.source().read_at(1.8e9 + t))
+        g0 = info.gpus[0]
+        assert g0.mig_enabled and [m.profile for m in g0.mig] == [
+            "3g.71gb", "2g.35gb", "1g.18gb", "1g.18gb"]
+        instances = {m.gpu_instance for m in g0.mig}
+        assert all(p.HasField("mig") and p.mig.gpu_instance in instances for p in g0.procs)
+        assert not any(g.mig_enabled for g in info.gpus[1:])
+        for p in (p for g in info.gpus for p in g.procs):
+            assert p.cmdline and p.start_time
+            seen_job = seen_job or p.HasField("job")
+            seen_box = seen_box or p.HasField("container")
+    assert seen_job and seen_box

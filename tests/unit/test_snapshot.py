@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
 
+import psutil
+import pytest
+
+import hmonitor
 from hmonitor._pb import hm_pb2
+from hmonitor.agent.cli import build_parser
 from hmonitor.agent.snapshot import Collector, Sources
 from hmonitor.agent.sources.accounts import ShadowExpiry
 from hmonitor.agent.sources.disks import DiskSource
 from hmonitor.agent.sources.gpu import GpuProcess, GpuReading, GpuSystem, GpuUnavailable
+from hmonitor.agent.sources.hostload import HostLoadReader
 from hmonitor.agent.sources.procs import ProcReader
 from hmonitor.agent.sources.simgpu import SimulatedGpuSource
 from hmonitor.agent.sources.users import UserNames
@@ -182,3 +189,55 @@ def test_impossible_uid_in_proc_is_an_unknown_owner(tmp_path: Path) -> None:
     info = _one_process_collector(tmp_path, 4243, "4294967296").collect()
     (proc,) = info.gpus[0].procs
     assert (proc.uid, proc.username, info.err) == (UNKNOWN_UID, "", "")
+
+
+def _real_process_collector(tmp_path: Path, *, cmdline: bool) -> Collector:
+    mounts = tmp_path / "mounts"
+    mounts.write_text("")
+    return Collector(Sources(gpus=OneProcess(os.getpid()), disks=DiskSource(mounts),
+                             users=UserNames(getent=None), cmdline=cmdline))
+
+
+def test_a_process_comes_with_its_command_line_and_start_time(tmp_path: Path) -> None:
+    info = _real_process_collector(tmp_path, cmdline=True).collect()
+    (proc,) = info.gpus[0].procs
+    assert "pytest" in proc.cmdline
+    assert abs(proc.start_time - psutil.Process().create_time()) < 2
+
+
+def test_no_cmdline_sends_no_command_lines(tmp_path: Path) -> None:
+    info = _real_process_collector(tmp_path, cmdline=False).collect()
+    (proc,) = info.gpus[0].procs
+    assert proc.cmdline == "" and proc.start_time > 0 and proc.basename
+
+
+def test_the_host_reports_versions_load_and_memory(tmp_path: Path) -> None:
+    info = _collector(tmp_path, CountingGpus()).collect()
+    assert (info.driver_version, info.cuda_version) == ("560.35.03", "12.6")
+    assert info.agent_version == hmonitor.__version__
+    assert info.HasField("load1") and info.cpus == os.cpu_count()
+    assert 0 < info.mem_used < info.mem_total == psutil.virtual_memory().total
+
+
+def test_no_driver_is_one_error_and_no_driver_version(tmp_path: Path) -> None:
+    gpus = CountingGpus(fail=GpuUnavailable("NVML library libnvidia-ml.so.1 not found"))
+    info = _collector(tmp_path, gpus).collect()
+    assert info.err == "NVML library libnvidia-ml.so.1 not found"
+    assert info.driver_version == "" and info.agent_version  # the rest of the host still reports
+
+
+def test_a_failing_load_source_is_reported_and_the_rest_goes_on(tmp_path: Path) -> None:
+    mounts = tmp_path / "mounts"
+    mounts.write_text("")
+    broken = HostLoadReader(tmp_path / "no-proc")
+    info = Collector(Sources(gpus=CountingGpus(), disks=DiskSource(mounts),
+                             load=broken.read)).collect()
+    assert info.err.startswith("load: FileNotFoundError") and not info.HasField("load1")
+    assert len(info.gpus) == 1
+
+
+def test_the_no_cmdline_flag_and_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert build_parser().parse_args([]).cmdline is True
+    assert build_parser().parse_args(["--no-cmdline"]).cmdline is False
+    monkeypatch.setenv("GOHM_NO_CMDLINE", "1")
+    assert build_parser().parse_args([]).cmdline is False

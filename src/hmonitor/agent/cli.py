@@ -24,6 +24,7 @@ from hmonitor.agent.sources.accounts import ShadowExpiry
 from hmonitor.agent.sources.disks import DEFAULT_FSTYPES, DiskSource
 from hmonitor.agent.sources.gpu import GpuSource
 from hmonitor.agent.sources.nvml import NvmlSource
+from hmonitor.agent.sources.hostload import HostLoadReader
 from hmonitor.agent.sources.procs import ProcReader
 from hmonitor.agent.sources.simgpu import SimulatedGpuSource
 from hmonitor.agent.sources.users import UserNames
@@ -124,6 +125,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env("GOHM_SIMULATE", "0"),
         metavar="N",
         help="serve N simulated GPUs instead of NVML (demo without a GPU) [env GOHM_SIMULATE]",
+    )
+    a(
+        "--simulate-mig",
+        type=int,
+        default=0,
+        metavar="K",
+        help="with --simulate: the first K simulated GPUs run in MIG mode [%(default)s]",
+    )
+    a(
+        "--no-cmdline",
+        dest="cmdline",
+        action="store_false",
+        default=_env("GOHM_NO_CMDLINE", "") not in ("1", "true", "yes"),
+        help="send no process command lines, for privacy (arguments can hold paths, "
+        "hostnames or keys) [env GOHM_NO_CMDLINE=1]",
     )
     a("--workers", type=int, default=4, help="gRPC worker threads [%(default)s]")
     a("--log-level", default=_env("GOHM_LOG_LEVEL", "INFO"), help="[%(default)s]")
@@ -229,23 +245,25 @@ def _tls(args: argparse.Namespace) -> srv.TlsFiles | None:
     )
 
 
-def _gpu_source(simulate: int, host_id: str | None) -> GpuSource:
+def _gpu_source(simulate: int, host_id: str | None, mig: int = 0) -> GpuSource:
     if simulate > 0:
         seed = zlib.crc32((host_id or socket.gethostname()).encode())  # stable per host
-        return SimulatedGpuSource(simulate, seed=seed)
+        return SimulatedGpuSource(simulate, seed=seed, mig=mig)
     return NvmlSource()
 
 
 def build_collector(args: argparse.Namespace) -> Collector:
     prefix = args.ip_prefix
     sources = Sources(
-        gpus=_gpu_source(args.simulate, args.id),
+        gpus=_gpu_source(args.simulate, args.id, args.simulate_mig),
         disks=DiskSource(
             args.mounts,
             fstypes=[t.strip() for t in args.fstypes.split(",") if t.strip()],
             timeout=args.statvfs_timeout,
         ),
         procs=ProcReader(args.proc),
+        load=HostLoadReader(args.proc).read,
+        cmdline=args.cmdline,
         users=UserNames(),
         shadow=ShadowExpiry(args.shadow),
         hostname=netinfo.hostname,

@@ -16,10 +16,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from hmonitor import __version__
 from hmonitor._pb import hm_pb2
 from hmonitor.agent.sources.accounts import ShadowExpiry
 from hmonitor.agent.sources.disks import DiskScan, DiskSource
-from hmonitor.agent.sources.gpu import GpuReading, GpuSource, GpuUnavailable
+from hmonitor.agent.sources.gpu import (
+    GpuProcess,
+    GpuReading,
+    GpuSource,
+    GpuSystem,
+    GpuUnavailable,
+)
+from hmonitor.agent.sources.hostload import HostLoad, HostLoadReader
+from hmonitor.agent.sources.procfacts import ProcFacts
 from hmonitor.agent.sources.procs import ProcReader
 from hmonitor.agent.sources.users import UserNames
 from hmonitor.wire import UNKNOWN_UID, encode_uid
@@ -49,6 +58,9 @@ class Sources:
     shadow: ShadowExpiry = field(default_factory=ShadowExpiry)
     hostname: Callable[[], str] = lambda: ""
     ip: Callable[[], str] = lambda: ""
+    load: Callable[[], HostLoad] = field(default_factory=lambda: HostLoadReader().read)
+    # False: no command lines leave the host (--no-cmdline), for labs that keep them private.
+    cmdline: bool = True
 
 
 class Collector:
@@ -116,8 +128,17 @@ class Collector:
             hostname=hostname,
             ip=self._run("ip", self._src.ip, "", errors),
         )
+        load = self._run("load", self._src.load, HostLoad(), errors)
+        info.agent_version = __version__
+        info.cpus, info.mem_used, info.mem_total = load.cpus, load.mem_used, load.mem_total
+        if load.load1 is not None:
+            info.load1 = load.load1
         no_gpus: list[GpuReading] = []
         gpus = self._run("gpus", self._src.gpus.read, no_gpus, errors)
+        if self.stats["gpus"].ok:
+            # Only with a working library: a missing driver is already the "gpus" error.
+            system = self._run("driver", self._src.gpus.system, GpuSystem(), errors)
+            info.driver_version, info.cuda_version = system.driver_version, system.cuda_version
         self._run("accounts", self._src.shadow.refresh, None, errors)
         for gpu in gpus:
             info.gpus.append(self._gpu_info(gpu))
@@ -129,38 +150,23 @@ class Collector:
         return info
 
     def _gpu_info(self, gpu: GpuReading) -> hm_pb2.GPUInfo:
-        msg = hm_pb2.GPUInfo(
-            id=gpu.index,
-            name=gpu.name,
-            utilization=gpu.utilization,
-            temp=gpu.temp,
-            fanspeed=gpu.fan,
-            mem_used=gpu.mem_used,
-            mem_total=gpu.mem_total,
-        )
+        msg = gpu_message(gpu)
         for proc in gpu.processes:
+            out = msg.procs.add()
             if proc.username is not None:  # simulated: the owner comes with the reading
-                uid, name, basename = proc.uid or 0, proc.username, proc.basename or ""
-                expiration = proc.expiration or 0
-            else:
-                owner = self._src.procs.owner(proc.pid)
-                if owner is None:
-                    # Exited between NVML's listing and our lookup, or hidden from us (another
-                    # PID namespace): still shown, with what NVML told us.
-                    uid, name, basename, expiration = UNKNOWN_UID, "", "", 0
-                else:
-                    uid, basename = owner.uid, owner.name
-                    name = self._src.users.name(uid)
-                    expiration = self._src.shadow.expiration(name)
-            msg.procs.add(
-                pid=proc.pid,
-                uid=encode_uid(uid),  # uids above 2^31 (containers) overflow a plain int32
-                username=name,
-                basename=basename,
-                expiration=expiration,
-                utilization=proc.sm_util,
-                mem=proc.used_memory,
-            )
+                fill_process(out, proc, proc.uid or 0, proc.username, proc.basename or "",
+                             proc.expiration or 0, proc.facts)
+                continue
+            owner = self._src.procs.owner(proc.pid)
+            if owner is None:
+                # Exited between NVML's listing and our lookup, or hidden from us (another
+                # PID namespace): still shown, with what NVML told us.
+                fill_process(out, proc, UNKNOWN_UID, "", "", 0, None)
+                continue
+            name = self._src.users.name(owner.uid)
+            facts = self._src.procs.facts(proc.pid, cmdline=self._src.cmdline)
+            fill_process(out, proc, owner.uid, name, owner.name,
+                         self._src.shadow.expiration(name), facts, self._src.users.name)
         return msg
 
     def _run(self, name: str, fn: Callable[[], T], default: T, errors: list[str]) -> T:
@@ -188,3 +194,77 @@ class Collector:
             log.info("source %s recovered", name)
         stat.ok, stat.error = not message, message
         return result
+
+
+def gpu_message(gpu: GpuReading) -> hm_pb2.GPUInfo:
+    """One GPU's message, without its processes."""
+    msg = hm_pb2.GPUInfo(
+        id=gpu.index,
+        name=gpu.name,
+        utilization=gpu.utilization,
+        temp=gpu.temp,
+        fanspeed=gpu.fan,
+        mem_used=gpu.mem_used,
+        mem_total=gpu.mem_total,
+        uuid=gpu.uuid,
+        pci_bus_id=gpu.pci_bus_id,
+        # None stays unset: "not reported" differs from 0 on the wire (proto3 optional).
+        power_mw=gpu.power_mw,
+        power_limit_mw=gpu.power_limit_mw,
+        sm_clock_mhz=gpu.sm_clock_mhz,
+        mem_clock_mhz=gpu.mem_clock_mhz,
+        throttle_reasons=gpu.throttle_reasons,
+        ecc_corrected=gpu.ecc_corrected,
+        ecc_uncorrected=gpu.ecc_uncorrected,
+        retired_pages=gpu.retired_pages,
+        remapped_rows=gpu.remapped_rows,
+        mig_enabled=gpu.mig_enabled,
+    )
+    for inst in gpu.mig:
+        msg.mig.add(
+            gpu_instance=inst.gpu_instance,
+            compute_instance=inst.compute_instance,
+            profile=inst.profile,
+            uuid=inst.uuid,
+            mem_used=inst.mem_used,
+            mem_total=inst.mem_total,
+            sm_count=inst.sm_count,
+        )
+    return msg
+
+
+def fill_process(
+    out: hm_pb2.ProcInfo,
+    proc: GpuProcess,
+    uid: int,
+    username: str,
+    basename: str,
+    expiration: int,
+    facts: ProcFacts | None,
+    user_name: Callable[[int], str] = str,
+) -> None:
+    """One process's message: what NVML said of it, its owner, and what /proc told of it.
+    `user_name` names a rootless container's host user."""
+    out.pid = proc.pid
+    out.uid = encode_uid(uid)  # uids above 2^31 (containers) overflow a plain int32
+    out.username = username
+    out.basename = basename
+    out.expiration = expiration
+    out.utilization = proc.sm_util
+    out.mem = proc.used_memory
+    if proc.gpu_instance is not None:
+        out.mig.gpu_instance = proc.gpu_instance
+        out.mig.compute_instance = proc.compute_instance or 0
+    if facts is None:
+        return
+    out.cmdline = facts.cmdline
+    out.start_time = facts.start_time
+    if facts.job is not None:
+        out.job.id, out.job.step = facts.job.id, facts.job.step
+    box = facts.container
+    if box is not None:
+        out.container.id, out.container.runtime = box.id, box.runtime
+        out.container.name, out.container.pod = box.name, box.pod
+        if box.host_uid is not None:
+            out.container.host_uid = box.host_uid
+            out.container.host_user = box.host_user or user_name(box.host_uid)

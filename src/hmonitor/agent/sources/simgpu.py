@@ -19,7 +19,8 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hmonitor.agent.sources.gpu import GpuProcess, GpuReading, GpuSystem
+from hmonitor.agent.sources.gpu import GpuProcess, GpuReading, GpuSystem, MigInstanceReading
+from hmonitor.agent.sources.procfacts import ContainerRef, ProcFacts, SlurmJobRef
 from hmonitor.wire import SIMULATED_PREFIX as SIM_PREFIX
 
 _GIB = 1 << 30
@@ -33,6 +34,21 @@ _PARK_JITTER = 4 * 3600.0
 _PARK_OVERLAP = 3 * 3600.0
 _SLOT = 3600.0  # jobs are drawn per hour slot
 _MEMO_MAX = 4096  # memoized draws per source; the agent needs a few per GPU and hour
+_GB = 1_000_000_000
+# How a simulated MIG GPU is split: an H200's profiles (GPU instance id, profile, memory, SMs).
+_MIG_LAYOUT = ((1, "3g.71gb", 71 * _GB, 60), (5, "2g.35gb", 35 * _GB, 32),
+               (13, "1g.18gb", 18 * _GB, 16), (14, "1g.18gb", 18 * _GB, 16))
+# What each simulated program's command line reads like, and how it runs.
+_ARGS = {
+    "python": "python finetune.py --config configs/lora.yaml",
+    "python3": "python3 -m vllm.entrypoints.openai.api_server --model /data/models/qwen2-7b",
+    "torchrun": "torchrun --nproc_per_node=1 train.py --epochs 90 --batch-size 256",
+    "train.py": "python train.py --data /data/imagenet --lr 3e-4",
+    "jupyter-kernel": "python -m ipykernel_launcher -f /run/user/jupyter/kernel-7a1e.json",
+    "ollama": "/bin/ollama serve",
+}
+_SLURM_PROGRAMS = ("torchrun", "train.py")  # batch jobs: submitted through Slurm
+_CONTAINER_PROGRAMS = ("ollama",)  # served from a docker container, as root inside it
 
 
 def host_seed(host_id: str) -> int:
@@ -52,6 +68,7 @@ class _Job:
     mem: int
     idle: bool  # holds memory without computing: what the idle-hog alert is for
     expiration: int
+    job: int | None = None  # its Slurm job id, for batch programs
 
 
 @dataclass(frozen=True)
@@ -78,9 +95,11 @@ class SimulatedGpuSource:
         model: str = "NVIDIA H200",
         mem_total: int = 141 * _GIB,
         seed: int = 0,
+        mig: int = 0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._count = count
+        self._mig = mig  # the first `mig` GPUs run in MIG mode
         self._model = model
         self._mem_total = mem_total
         self._seed = seed
@@ -190,38 +209,88 @@ class SimulatedGpuSource:
                     mem=d.mem,
                     idle=d.idle,
                     expiration=expiration,
+                    job=(810000 + (slot * 37 + index * 7 + self._seed) % 90000
+                         if d.program in _SLURM_PROGRAMS else None),
                 )
             )
         return jobs[-2:]
 
+    def _facts(self, job: _Job) -> ProcFacts:
+        container = None
+        if job.program in _CONTAINER_PROGRAMS:
+            digest = random.Random(job.pid * 2654435761 + self._seed).getrandbits(256)
+            container = ContainerRef(id=f"{digest:064x}", runtime="docker", name="ollama")
+        return ProcFacts(
+            cmdline=_ARGS[job.program],
+            start_time=int(job.start),
+            container=container,
+            job=None if job.job is None else SlurmJobRef(job.job, "batch"),
+        )
+
     def _gpu(self, index: int, now: float) -> GpuReading:
         jobs = self._parked_jobs(index, now) if self._parked(index) else self._jobs(index, now)
+        mig = index < self._mig
         procs = []
         total_util = 0.0
         for job in jobs:
             wave = 0.5 + 0.5 * math.sin((now - job.start) / 97.0 + job.pid)
             util = 0 if job.idle else int(40 + 55 * wave)
             total_util += util
+            boxed = job.program in _CONTAINER_PROGRAMS
+            slot = _MIG_LAYOUT[job.pid % len(_MIG_LAYOUT)] if mig else None
             procs.append(
                 GpuProcess(
                     pid=job.pid,
-                    used_memory=min(job.mem, self._mem_total // max(len(jobs), 1)),
-                    sm_util=util,
-                    uid=job.uid,
-                    username=job.user,
+                    used_memory=min(job.mem, (slot[2] if slot else self._mem_total)
+                                    // max(len(jobs), 1)),
+                    # Like NVML, no per-process or device utilization on a MIG GPU.
+                    sm_util=0 if mig else util,
+                    gpu_instance=slot[0] if slot else None,
+                    compute_instance=0 if slot else None,
+                    uid=0 if boxed else job.uid,
+                    username="root" if boxed else job.user,
                     basename=job.program,
-                    expiration=job.expiration,
+                    expiration=1 if boxed else job.expiration,
+                    facts=self._facts(job),
                 )
             )
         utilization = min(100, int(total_util))
         mem_used = sum(p.used_memory for p in procs) + (512 << 20 if procs else 0)
+        power = 90_000 + utilization * 5_500
         return GpuReading(
             index=index,
             name=f"{SIM_PREFIX}{self._model}",
-            utilization=utilization,
+            utilization=0 if mig else utilization,
             temp=int(32 + utilization * 0.45 + math.sin(now / 300 + index) * 2),
             fan=0,  # datacenter GPUs have no fan
             mem_used=mem_used,
             mem_total=self._mem_total,
             processes=procs,
+            uuid=f"GPU-{self._seed & 0xFFFFFFFF:08x}-5100-4000-8000-{index:012x}",
+            pci_bus_id=f"00000000:{0x18 + index * 0x10:02X}:00.0",
+            power_mw=power,
+            power_limit_mw=700_000,
+            sm_clock_mhz=1980 if utilization else 345,
+            mem_clock_mhz=2619,
+            throttle_reasons=0 if utilization else 1,  # 1: GPU idle
+            ecc_corrected=0,
+            ecc_uncorrected=0,
+            remapped_rows=0,
+            mig_enabled=mig,
+            mig=self._mig_instances(index, procs) if mig else [],
         )
+
+    def _mig_instances(self, index: int, procs: list[GpuProcess]) -> list[MigInstanceReading]:
+        return [
+            MigInstanceReading(
+                gpu_instance=gi,
+                compute_instance=0,
+                profile=profile,
+                uuid=f"MIG-{self._seed & 0xFFFFFFFF:08x}-{index:04x}-4000-8000-{gi:012x}",
+                mem_used=min(total, sum(p.used_memory for p in procs if p.gpu_instance == gi)
+                             + (64 << 20)),
+                mem_total=total,
+                sm_count=sms,
+            )
+            for gi, profile, total, sms in _MIG_LAYOUT
+        ]

@@ -108,9 +108,7 @@ def mig_devices(handle: Any) -> Any:
                 "gi": attempt(pynvml.nvmlDeviceGetGpuInstanceId, mig),
                 "ci": attempt(pynvml.nvmlDeviceGetComputeInstanceId, mig),
                 "is_mig": int(attempt(pynvml.nvmlDeviceIsMigDeviceHandle, mig).value),
-                "parent": parent
-                if isinstance(parent, dict)
-                else pynvml.nvmlDeviceGetIndex(parent),
+                "parent": parent if isinstance(parent, dict) else pynvml.nvmlDeviceGetIndex(parent),
                 "attributes": attrs
                 if isinstance(attrs, dict)
                 else [attrs.multiprocessorCount, attrs.memorySizeMB],

@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -83,7 +84,8 @@ class Cgroups:
         self.procs.append(proc)
         path = Path(f"/proc/{proc.pid}/comm")
         deadline = time.monotonic() + 5
-        while path.read_text().rstrip("\n") != comm:  # wait for the exec
+        # Wait for the exec: the kernel sets the name, then the arguments.
+        while path.read_text().rstrip("\n") != comm or not (path.parent / "cmdline").read_bytes():
             assert proc.poll() is None, f"{argv!r} exited with {proc.returncode}"
             assert time.monotonic() < deadline, f"{argv!r} did not start"
             time.sleep(0.005)
@@ -229,3 +231,57 @@ def test_container_in_a_user_namespace(cgroups: Cgroups, tmp_path: Path) -> None
     facts = reader(tmp_path).facts(pid)
     assert facts is not None
     assert facts.container == ContainerRef(cid, "docker", host_uid=0, host_user="root")
+
+
+# A process that enters a new user namespace, says so, and waits for its map to be written.
+_UNSHARE_AND_WAIT = """
+import ctypes, sys, time
+CLONE_NEWUSER = 0x10000000
+if ctypes.CDLL(None, use_errno=True).unshare(CLONE_NEWUSER) != 0:
+    sys.exit(1)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+@needs_root
+@pytest.mark.skipif(docker_hierarchy() is None, reason="no writable cgroup hierarchy")
+def test_container_in_a_namespace_root_made_for_a_uid_range(
+    cgroups: Cgroups, tmp_path: Path
+) -> None:
+    """LXD, Kubernetes (hostUsers: false) and docker's userns-remap map uid 0 inside to a range
+    (uid_map "0 100000 65536"), but root made the namespace: root owns the container, not a
+    user 100000 that does not exist."""
+    mount = docker_hierarchy()
+    assert mount is not None
+    cid = secrets.token_hex(32)
+    container = cgroups.make(mount, f"docker/{cid}")
+    proc = subprocess.Popen([sys.executable, "-c", _UNSHARE_AND_WAIT], stdout=subprocess.PIPE)
+    cgroups.procs.append(proc)
+    assert proc.stdout is not None
+    if proc.stdout.readline() != b"ready\n":
+        pytest.skip("unshare(CLONE_NEWUSER) is not allowed here")
+    Path(f"/proc/{proc.pid}/uid_map").write_text("0 100000 65536\n")
+    move(container, proc.pid)
+    facts = reader(tmp_path).facts(proc.pid)
+    assert facts is not None
+    assert facts.container == ContainerRef(cid, "docker", host_uid=0, host_user="root")
+
+
+@needs_root
+@pytest.mark.skipif(not UNSHARE or shutil.which("setpriv") is None,
+                    reason="needs unshare --user and setpriv")
+@pytest.mark.skipif(docker_hierarchy() is None, reason="no writable cgroup hierarchy")
+def test_rootless_container_of_another_user(cgroups: Cgroups, tmp_path: Path) -> None:
+    """A user's own namespace (rootless podman/docker on a host without a user slice in the
+    cgroup path): that user owns the container."""
+    mount = docker_hierarchy()
+    assert mount is not None
+    cid = secrets.token_hex(32)
+    container = cgroups.make(mount, f"docker/{cid}")
+    pid = cgroups.start("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                        "unshare", "--user", "--map-root-user", "sleep", "60")
+    move(container, pid)
+    facts = reader(tmp_path).facts(pid)
+    assert facts is not None
+    assert facts.container == ContainerRef(cid, "docker", host_uid=65534, host_user="65534")

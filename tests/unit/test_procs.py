@@ -40,6 +40,10 @@ def started(proc: subprocess.Popen[bytes], comm: str) -> int:
     while path.read_text().rstrip("\n") != comm:
         assert time.monotonic() < deadline, f"{proc.args!r} did not start"
         time.sleep(0.005)
+    # The kernel names the process before it sets up argv: wait for the arguments too.
+    while not Path(f"/proc/{proc.pid}/cmdline").read_bytes():
+        assert time.monotonic() < deadline, f"{proc.args!r} has no arguments"
+        time.sleep(0.005)
     return proc.pid
 
 

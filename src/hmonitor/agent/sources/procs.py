@@ -4,8 +4,10 @@ job) of a process, read from /proc."""
 from __future__ import annotations
 
 import codecs
+import fcntl
 import logging
 import os
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -26,6 +28,7 @@ _CGROUP_MAX = 64 * 1024
 _UID_MAP_MAX = 4096
 _STARTTIME = 19  # field 22 of stat, counted from field 3 (the first after the comm)
 _CMDLINE_SLACK = 4096
+_NS_GET_OWNER_UID = 0xB704  # _IO(0xb7, 0x4), linux/nsfs.h
 _CUT = "\u2026"  # marks a command line cut at cmdline_max bytes
 
 
@@ -142,6 +145,23 @@ def _namespace_owner(uid_map: bytes) -> int | None:
         if inside == 0 and count > 0:
             return outside
     return first
+
+
+def _ns_creator(ns_path: str, fallback: int) -> int:
+    """The uid that created a (non-initial) user namespace, by ioctl(NS_GET_OWNER_UID); opening
+    the namespace needs ptrace access to the process, so ``fallback`` when that is denied."""
+    try:
+        fd = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return fallback
+    try:
+        out = fcntl.ioctl(fd, _NS_GET_OWNER_UID, b"\0" * 4)
+        uid = int.from_bytes(out, sys.byteorder)
+        return uid if uid < _UID_MAX else fallback  # overflowuid: no mapping for the owner
+    except OSError:
+        return fallback
+    finally:
+        os.close(fd)
 
 
 @dataclass
@@ -311,6 +331,10 @@ class ProcReader:
                 host_uid = _namespace_owner(_read(f"{base}/uid_map", _UID_MAP_MAX))
             except (OSError, ValueError) as exc:
                 log.debug("pid %d: no uid_map: %s", pid, exc)
+            if host_uid is not None:
+                # Who made the namespace, where we may ask (root, or the same user): root for
+                # LXD, Kubernetes and userns-remap containers, whose uid 0 maps to a range.
+                host_uid = _ns_creator(f"{base}/ns/user", host_uid)
         ref = replace(ref, host_uid=host_uid)
         name = self._containers.name(ref)
         host_user = ""

@@ -28,11 +28,13 @@ LITTLE_GIB = 0.5  # what a GPU uses beyond its processes' memory (driver, contex
 
 def proc(user: str = "alice", *, pid: int = 100, uid: int = 1000, mem_gib: float = 4.0,
          expiration: int = EXPIRATION_NEVER, basename: str = "python",
-         util: int = 30) -> hm_pb2.ProcInfo:
+         util: int = 30, job: int | None = None) -> hm_pb2.ProcInfo:
     """A process on a GPU: ``mem_gib`` GiB of GPU memory; ``expiration`` as on the wire
-    (0 unknown, 1 never, else Unix seconds); ``user`` "" for an owner without a name."""
+    (0 unknown, 1 never, else Unix seconds); ``user`` "" for an owner without a name; ``job``
+    the id of the Slurm job it belongs to (step "batch"), None for none."""
     return hm_pb2.ProcInfo(pid=pid, uid=uid, username=user, basename=basename,
-                           expiration=expiration, utilization=util, mem=int(mem_gib * GIB))
+                           expiration=expiration, utilization=util, mem=int(mem_gib * GIB),
+                           job=None if job is None else hm_pb2.SlurmJob(id=job, step="batch"))
 
 
 def gpu(index: int, *procs: hm_pb2.ProcInfo, util: int = 0, used_gib: float | None = None,

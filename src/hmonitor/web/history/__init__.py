@@ -4,7 +4,8 @@
   through, and ``HistoryWriter``, what the recorder feeds;
 * ``store.py``: ``SqliteHistory``, the embedded backend, in parts: ``_core.py`` (connections,
   schema, transactions), ``ingest.py``, ``maintenance.py`` (roll-ups, compaction, retention),
-  ``queries.py`` (series, sparklines), ``accounting.py`` (usage, idle processes);
+  ``queries.py`` (series, sparklines), ``accounting.py`` (usage per user and per Slurm job,
+  idle processes);
 * ``recorder.py``: what the poller calls every round (ingest, maintenance at its cadence,
   storage faults in one line a minute);
 * ``service.py``: the spec's ``gpu.History/GetHistory`` gRPC service;
@@ -20,6 +21,7 @@ from .backend import (
     HistoryBackend,
     HistoryWriter,
     IdleHog,
+    JobUsage,
     MaintainReport,
     UsageTotals,
 )
@@ -32,6 +34,7 @@ __all__ = [
     "HistoryBackend",
     "HistoryWriter",
     "IdleHog",
+    "JobUsage",
     "MaintainReport",
     "SqliteHistory",
     "UsageTotals",

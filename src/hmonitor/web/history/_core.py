@@ -16,6 +16,7 @@ from hmonitor.web.storage import StorageError, storage_error
 from ._layout import (
     _DAY,
     _FEW_ROWS,
+    _JOB_SCHEMA,
     _MIGRATE_2,
     _OVERSAMPLE,
     _T,
@@ -141,6 +142,8 @@ class _Core:
                 )
             if version == 1:
                 self._migrate_2()
+            if 0 < version < 3:
+                self._migrate_3()
             w.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             w.execute("COMMIT")
         except BaseException:
@@ -158,6 +161,12 @@ class _Core:
         if wm is not None:
             # Version 1 kept every level complete up to roll_wm.
             self._set_meta(w, "coarse_wm", wm)
+
+    def _migrate_3(self) -> None:
+        for statement in _schema_statements():
+            if statement.split()[2] in _JOB_SCHEMA:
+                self._w.execute(statement.replace("CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ", 1)
+                                .replace("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1))
 
     def _rollback(self) -> None:
         """Roll back whatever is open; a failing rollback must not hide the first error."""
@@ -341,6 +350,24 @@ class _Core:
             if span / step <= max(_OVERSAMPLE * max_points, _FEW_ROWS):
                 return i
         return len(steps) - 1
+
+    @classmethod
+    def _acct_pieces(
+        cls, snap: _Snap, levels: Sequence[int], since: int, until: int
+    ) -> list[tuple[int, int, int]]:
+        """Accounting's (source, lo, hi) for [since, until): `_plan` at the finest source, with
+        the hours that minute rows would cover whole read from the hour rows (60x fewer)."""
+        pieces: list[tuple[int, int, int]] = []
+        for src, lo, hi in cls._plan(snap, levels, since, until, 1):
+            # Hour rows are complete once they end before coarse_wm.
+            whole_lo = _ceil_to(lo, HOUR)
+            whole_hi = _floor_to(min(hi, snap.coarse_wm or hi), HOUR)
+            if src == MINUTE and whole_lo < whole_hi:
+                pieces += [(MINUTE, whole_hi, hi), (HOUR, whole_lo, whole_hi),
+                           (MINUTE, lo, whole_lo)]
+            else:
+                pieces.append((src, lo, hi))
+        return [piece for piece in pieces if piece[1] < piece[2]]
 
     @staticmethod
     def _plan(

@@ -11,7 +11,7 @@ from typing import TypeVar
 
 _T = TypeVar("_T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -28,7 +28,7 @@ CHUNK = TEN_MINUTES  # raw slice per compressed blob
 GPU_LEVELS = (MINUTE, TEN_MINUTES, HOUR)
 HOST_LEVELS = (MINUTE, TEN_MINUTES, HOUR)
 DISK_LEVELS = (HOUR,)  # disks are sampled once a minute already
-USER_LEVELS = (MINUTE, HOUR)
+USER_LEVELS = (MINUTE, HOUR)  # also Slurm jobs'
 GPU_USER_LEVELS = (TEN_MINUTES, HOUR)
 # A source is fine enough for a window when it has at most this many rows per output point,
 # or at most _FEW_ROWS in all (cheap whatever max_points is).
@@ -170,6 +170,7 @@ _GpuRow = tuple[int, int, int, int, int, int, int]
 _HeadProc = tuple[int, int, int, int, int, int, int]
 _DiskRow = tuple[int, int, int, int]
 _UserRow = tuple[int, int, float, float]
+_JobRow = tuple[int, int, int, int, float, float]  # t, job, uid, hid, gpu_s, gib_s
 _GpuUserRow = tuple[int, int, int, int]
 
 # Upserts that add a SELECT's buckets into the rollup rows (partial buckets grow). A SELECT
@@ -200,6 +201,19 @@ _GPU_USER_ROLL = (
     "INSERT INTO gpu_user_roll {src} ON CONFLICT (lvl, gid, t, uid) DO UPDATE"
     " SET mem_sum = mem_sum + excluded.mem_sum"
 )
+_JOB_ROLL = (
+    "INSERT INTO job_roll {src} ON CONFLICT (lvl, t, job, uid) DO UPDATE"
+    " SET gpu_s = gpu_s + excluded.gpu_s, gib_s = gib_s + excluded.gib_s"
+)
+# Rolling up jobs' head rows of whole minutes a <= t < b: into 1-minute buckets (:lvl), and
+# where each job ran (job_seen: its first and last round per user, host and :hour).
+_JOB_MINUTES = (
+    _JOB_ROLL.format(src="SELECT :lvl, t - t % :lvl, job, uid, SUM(gpu_s), SUM(gib_s) FROM h_job"
+                         " WHERE t >= :a AND t < :b GROUP BY 2, 3, 4"),
+    "INSERT INTO job_seen SELECT job, uid, hid, t - t % :hour, MIN(t), MAX(t) FROM h_job"
+    " WHERE t >= :a AND t < :b GROUP BY 1, 2, 3, 4 ON CONFLICT (job, uid, hid, t) DO UPDATE"
+    " SET first = min(first, excluded.first), last = max(last, excluded.last)",
+)
 
 # Schema version 1 -> 2: the process rows lose dt and share (ingest sums accounting per user and
 # per GPU and user instead, into h_user and h_gpu_user), and the coarse levels get their own
@@ -216,6 +230,11 @@ _MIGRATE_2 = (
     "DROP TABLE h_proc",
     "ALTER TABLE h_proc_2 RENAME TO h_proc",
 )
+
+
+# Schema version 2 -> 3: Slurm job accounting, in tables of its own (all empty at first); nothing
+# else changes. The statements are schema.sql's, run "IF NOT EXISTS".
+_JOB_SCHEMA = ("h_job", "job_roll", "job_seen", "job_seen_t")
 
 
 def _schema_statements() -> list[str]:

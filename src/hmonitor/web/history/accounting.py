@@ -1,5 +1,5 @@
-"""Accounting: GPU-hours and GiB-hours per user over windows, and the processes holding an
-idle GPU for long (the idle rule)."""
+"""Accounting: GPU-hours and GiB-hours per user and per Slurm job over windows, and the
+processes holding an idle GPU for long (the idle rule)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,13 @@ from collections.abc import Sequence
 
 from ._core import _Core
 from ._layout import (
-    HOUR,
-    MINUTE,
     USER_LEVELS,
-    _ceil_to,
-    _floor_to,
     _idle_since,
     _ms,
 )
 from .backend import (
     IdleHog,
+    JobUsage,
     UsageTotals,
 )
 
@@ -41,20 +38,7 @@ class _Accounting(_Core):
             totals: dict[int, dict[float, list[float]]] = {}
             for window in windows:
                 since = now_ms - _ms(window)
-                pieces: list[tuple[int, int, int]] = []
-                for src, lo, hi in self._plan(snap, USER_LEVELS, since, now_ms, 1):
-                    # Hour rows are complete once they end before coarse_wm.
-                    whole_lo = _ceil_to(lo, HOUR)
-                    whole_hi = _floor_to(min(hi, snap.coarse_wm or hi), HOUR)
-                    if src == MINUTE and whole_lo < whole_hi:
-                        # Whole hours from the hour rows: 60x fewer.
-                        pieces += [(MINUTE, whole_hi, hi), (HOUR, whole_lo, whole_hi),
-                                   (MINUTE, lo, whole_lo)]
-                    else:
-                        pieces.append((src, lo, hi))
-                for src, lo, hi in pieces:
-                    if lo >= hi:
-                        continue
+                for src, lo, hi in self._acct_pieces(snap, USER_LEVELS, since, now_ms):
                     if src == 0:  # not rolled up yet: the head's per-round sums
                         query = (
                             "SELECT uid, SUM(gpu_s), SUM(gib_s) FROM h_user"
@@ -77,6 +61,65 @@ class _Accounting(_Core):
             }
             for uid, per in sorted(totals.items())
         }
+
+    def job_usage(self, now: float, window: float, limit: int = 200) -> list[JobUsage]:
+        """Slurm jobs with samples in [now - window, now), most GPU-hours first, at most `limit`:
+        per job and user, GPU-hours and GiB-hours in the window, counted as `user_usage` counts
+        them. A GPU's share of a user is split equally between that user's jobs on it (its
+        processes outside a job count as one more), so GPUs shared by two jobs, of one user or
+        two, count half for each, and a user's jobs never add up to more than the user. Processes
+        without a job count for no job. first_seen and last_seen are the job's first and last
+        samples in the history kept (not cut to the window: a job running since last week shows
+        it), hosts those it ran on.
+        """
+        now_ms = _ms(now)
+        since = now_ms - _ms(window)
+        with self._read() as (conn, snap):
+            totals: dict[tuple[int, int], list[float]] = {}  # gpu_s, gib_s, first, last
+            for src, lo, hi in self._acct_pieces(snap, USER_LEVELS, since, now_ms):
+                if src == 0:  # not rolled up yet: the head's per-round sums
+                    query = ("SELECT job, uid, SUM(gpu_s), SUM(gib_s), MIN(t), MAX(t) FROM h_job"
+                             " WHERE t >= ? AND t < ? GROUP BY job, uid")
+                    args: tuple[int, ...] = (lo, hi)
+                else:
+                    query = ("SELECT job, uid, SUM(gpu_s), SUM(gib_s), MIN(t), MAX(t) FROM"
+                             " job_roll WHERE lvl = ? AND t >= ? AND t < ? GROUP BY job, uid")
+                    args = (src, lo, hi)
+                for job, uid, g, m, first, last in conn.execute(query, args):
+                    acc = totals.get((job, uid))
+                    if acc is None:
+                        totals[(job, uid)] = [g, m, first, last]
+                    else:
+                        acc[0] += g
+                        acc[1] += m
+                        acc[2] = min(acc[2], first)
+                        acc[3] = max(acc[3], last)
+            top = sorted(totals.items(), key=lambda kv: (-kv[1][0], -kv[1][1], kv[0]))
+            top = top[: max(0, limit)]
+            if not top:
+                return []
+            # Where and when: rolled-up rounds in job_seen, the others (a few minutes) in h_job.
+            seen: dict[tuple[int, int], list[tuple[int, int, int]]] = {}
+            for job, uid, hid, first, last in conn.execute(
+                "SELECT job, uid, hid, MIN(t), MAX(t) FROM h_job GROUP BY job, uid, hid"
+            ):
+                seen.setdefault((job, uid), []).append((hid, first, last))
+            for key, _ in top:
+                seen.setdefault(key, []).extend(conn.execute(
+                    "SELECT hid, MIN(first), MAX(last) FROM job_seen WHERE job = ? AND uid = ?"
+                    " GROUP BY hid", key))
+            hosts = {int(h): str(n) for h, n in conn.execute("SELECT hid, name FROM host")}
+            users = {int(u): str(n) for u, n in conn.execute("SELECT uid, name FROM user")}
+        out = []
+        for (job, uid), (g, m, t_lo, t_hi) in top:
+            where = seen[(job, uid)]
+            # Without where (retention half way): the window's rows tell.
+            first = min((w[1] for w in where), default=t_lo)
+            last = max((w[2] for w in where), default=t_hi)
+            names = tuple(sorted({hosts.get(w[0], f"#{w[0]}") for w in where}))
+            out.append(JobUsage(job, users.get(uid, f"#{uid}"), g / 3600, m / 3600, first / 1000,
+                                last / 1000, names))
+        return out
 
     def idle_hogs(
         self, now: float, util_threshold: float = 5.0, min_seconds: float = 7200

@@ -21,6 +21,7 @@ __all__ = [
     "HistoryBackend",
     "HistoryWriter",
     "IdleHog",
+    "JobUsage",
     "MaintainReport",
     "UsageTotals",
 ]
@@ -34,6 +35,19 @@ Agg = Literal["avg", "max"]
 class UsageTotals:
     gpu_hours: float  # a GPU shared by k users in a sample counts 1/k for each
     gpu_mem_gib_hours: float  # the user's own GPU memory, GiB times hours
+
+
+@dataclass(frozen=True)
+class JobUsage:
+    """A Slurm job's use of GPUs in a window (one per job and user: a job has one owner)."""
+
+    job: int  # the Slurm job id
+    user: str
+    gpu_hours: float  # in the window; a GPU shared by k jobs (and their users) is split, see
+    gpu_mem_gib_hours: float  # ...`job_usage`; the job's own GPU memory, GiB times hours
+    first_seen: float  # Unix time of its first and last sample in the history kept (not cut to
+    last_seen: float  # ...the window)
+    hosts: tuple[str, ...]  # where it ran, sorted
 
 
 @dataclass(frozen=True)
@@ -77,6 +91,7 @@ class HistoryBackend(Protocol):
     def user_usage(
         self, now: float, windows: Sequence[float]
     ) -> dict[str, dict[float, UsageTotals]]: ...
+    def job_usage(self, now: float, window: float, limit: int = 200) -> list[JobUsage]: ...
     def idle_hogs(
         self, now: float, util_threshold: float = 5.0, min_seconds: float = 7200
     ) -> list[IdleHog]: ...

@@ -7,6 +7,7 @@ import logging
 import math
 from collections.abc import Sequence
 
+from hmonitor._pb.hm_pb2 import ProcInfo
 from hmonitor.web.hoststate import HostSample
 from hmonitor.wire import owner_label
 
@@ -25,6 +26,7 @@ from ._layout import (
     _GpuUserRow,
     _HeadProc,
     _HostRow,
+    _JobRow,
     _ms,
     _ProcRow,
     _push,
@@ -32,6 +34,8 @@ from ._layout import (
 )
 
 log = logging.getLogger(__name__)
+
+_has = ProcInfo.HasField  # unbound: a little cheaper, and it runs for every process
 
 
 class _Ingest(_Core):
@@ -103,6 +107,8 @@ class _Ingest(_Core):
         stretch = _floor_to(tm, TEN_MINUTES)
         # Per user: GPU-milliseconds (a GPU's dt split equally between its users), byte-ms.
         acct: dict[int, list[float]] = {}
+        # Per (Slurm job, user, host): the same (see `_job_shares` for how a GPU is split).
+        jacct: dict[tuple[int, int, int], list[float]] = {}
         lh_put: list[tuple[int, int | None, int | None]] = []
         lp_put: list[tuple[int, int, int, int, int]] = []
         lp_del: list[tuple[int, int]] = []
@@ -153,6 +159,7 @@ class _Ingest(_Core):
                 if not g.procs:
                     continue
                 procs: dict[int, list[int]] = {}
+                in_jobs = False
                 for p in g.procs:
                     pid = p.pid
                     mem = min(p.mem, _I64_MAX)
@@ -168,9 +175,13 @@ class _Ingest(_Core):
                     bid = bnames.get(p.basename)
                     if bid is None:
                         bid = self._id(bnames, "bname", p.basename)
-                    procs[pid] = [uid, bid, mem, p.utilization]
+                    job = -1  # none (Slurm job ids are unsigned)
+                    if _has(p, "job"):
+                        job = min(p.job.id, _I64_MAX)
+                        in_jobs = True
+                    procs[pid] = [uid, bid, mem, p.utilization, job]
                 by_user: dict[int, list[int]] = {}  # uid -> [bytes, MiB rounded per process]
-                for pid, (uid, bid, mem, putil) in procs.items():
+                for pid, (uid, bid, mem, putil, _) in procs.items():
                     r_proc.append((tm, gid, pid, uid, bid, mem, putil))
                     mib = (mem + _HALF_MIB) >> 20
                     mine = by_user.get(uid)
@@ -196,6 +207,8 @@ class _Ingest(_Core):
                     else:
                         acc[0] += share
                         acc[1] += mem * dt
+                if in_jobs:
+                    self._job_shares(procs, share, dt, hid, jacct)
             for key in old_keys - new_keys:
                 lproc.pop(key, None)
                 lp_del.append(key)
@@ -206,7 +219,9 @@ class _Ingest(_Core):
                     r_disk.append((tm, did, min(d.used, _I64_MAX), min(d.total, _I64_MAX)))
         r_user = [(tm, uid, ms / 1000.0, byte_ms / 1000.0 / GIB)
                   for uid, (ms, byte_ms) in acct.items()]
-        self._write_head([tm], r_host, r_gpu, r_proc, r_disk, r_user, r_gpu_user)
+        r_job = [(tm, job, uid, hid, ms / 1000.0, byte_ms / 1000.0 / GIB)
+                 for (job, uid, hid), (ms, byte_ms) in sorted(jacct.items())]
+        self._write_head([tm], r_host, r_gpu, r_proc, r_disk, r_user, r_gpu_user, r_job)
         w.executemany(
             "INSERT INTO live_host (hid, t, run_start) VALUES (?, ?, ?) ON CONFLICT (hid)"
             " DO UPDATE SET t = excluded.t, run_start = excluded.run_start",
@@ -214,6 +229,36 @@ class _Ingest(_Core):
         )
         w.executemany("INSERT OR REPLACE INTO live_proc VALUES (?, ?, ?, ?, ?)", lp_put)
         w.executemany("DELETE FROM live_proc WHERE gid = ? AND pid = ?", lp_del)
+
+    @staticmethod
+    def _job_shares(
+        procs: dict[int, list[int]], share: float, dt: int, hid: int,
+        jacct: dict[tuple[int, int, int], list[float]],
+    ) -> None:
+        """Add one GPU's sample to its jobs' sums. Each user's share of the GPU (1/k of dt with
+        k users on it, as in user accounting) is split equally between that user's jobs on it,
+        the user's processes outside any job counting as one more (which no job gets): a GPU
+        shared by two jobs, of one user or of two, counts half for each, and a user's jobs never
+        add up to more GPU-seconds than the user. Memory: the job's own processes' bytes."""
+        mine: dict[int, dict[int, int]] = {}  # uid -> job (-1: none) -> bytes
+        for uid, _, mem, _, job in procs.values():
+            jobs = mine.get(uid)
+            if jobs is None:
+                mine[uid] = {job: mem}
+            else:
+                jobs[job] = jobs.get(job, 0) + mem
+        for uid, jobs in mine.items():
+            part = share / len(jobs)
+            for job, mem in jobs.items():
+                if job < 0:
+                    continue
+                key = (job, uid, hid)
+                acc = jacct.get(key)
+                if acc is None:
+                    jacct[key] = [part, mem * dt]
+                else:
+                    acc[0] += part
+                    acc[1] += mem * dt
 
     def _write_head(
         self,
@@ -224,6 +269,7 @@ class _Ingest(_Core):
         r_disk: Sequence[_DiskRow],
         r_user: Sequence[_UserRow],
         r_gpu_user: Sequence[_GpuUserRow],
+        r_job: Sequence[_JobRow] = (),
     ) -> None:
         w = self._w
         w.executemany("INSERT INTO h_round (t) VALUES (?)", [(t,) for t in rounds])
@@ -231,6 +277,8 @@ class _Ingest(_Core):
         w.executemany("INSERT INTO h_gpu VALUES (?, ?, ?, ?, ?, ?, ?)", r_gpu)
         w.executemany("INSERT INTO h_proc VALUES (?, ?, ?, ?, ?, ?, ?)", r_proc)
         w.executemany("INSERT INTO h_user VALUES (?, ?, ?, ?)", r_user)
+        if r_job:
+            w.executemany("INSERT INTO h_job VALUES (?, ?, ?, ?, ?, ?)", r_job)
         w.executemany("INSERT INTO h_gpu_user VALUES (?, ?, ?, ?) ON CONFLICT (t, gid, uid)"
                       " DO UPDATE SET mem = mem + excluded.mem", r_gpu_user)
         if r_disk:
@@ -243,7 +291,8 @@ class _Ingest(_Core):
             self._set_meta(w, "coarse_wm", _floor_to(first, TEN_MINUTES))
             self._set_meta(w, "chunk_wm", _floor_to(first, CHUNK))
         # What rolling up a round reads (not the processes; per-GPU-user pairs wait for _fold).
-        self._round_rows = (len(r_host) + len(r_gpu) + len(r_user) + len(r_disk)) // len(rounds)
+        self._round_rows = (len(r_host) + len(r_gpu) + len(r_user) + len(r_disk)
+                            + len(r_job)) // len(rounds)
 
     def _bulk_append(
         self,

@@ -17,6 +17,8 @@ from ._layout import (
     _GPU_ROLL,
     _GPU_USER_ROLL,
     _HOST_ROLL,
+    _JOB_MINUTES,
+    _JOB_ROLL,
     _K_GPU,
     _KEY_TABLE,
     _KINDS,
@@ -165,7 +167,10 @@ class _Maintenance(_Core):
             src="SELECT ?, t - t % ?, uid, SUM(gpu_s), SUM(gib_s) FROM h_user"
                 " WHERE t >= ? AND t < ? GROUP BY 2, 3"),
             (MINUTE, MINUTE, a, b))
-        w.execute("DELETE FROM h_user WHERE t >= ? AND t < ?", (a, b))
+        for statement in _JOB_MINUTES:  # job_seen's hour rows get retention after the fold
+            w.execute(statement, {"lvl": MINUTE, "hour": HOUR, "a": a, "b": b})
+        for table in ("h_user", "h_job"):
+            w.execute(f"DELETE FROM {table} WHERE t >= ? AND t < ?", (a, b))
         self._set_meta(w, "roll_wm", b)
         self._dirty(MINUTE, a)
 
@@ -204,10 +209,11 @@ class _Maintenance(_Core):
                       [(HOUR, r[0], hour, *r[1:]) for r in rows])
         w.execute("DELETE FROM disk_roll WHERE lvl = ? AND did IN (SELECT did FROM disk)"
                   " AND t >= ? AND t < ?", (MINUTE, a, b))
-        w.execute(_USER_ROLL.format(
-            src="SELECT ?, ?, uid, SUM(gpu_s), SUM(gib_s) FROM user_roll"
-                " WHERE lvl = ? AND t >= ? AND t < ? GROUP BY uid"),
-            (HOUR, hour, MINUTE, a, b))
+        for roll, key in ((_USER_ROLL, "uid"), (_JOB_ROLL, "job, uid")):
+            w.execute(roll.format(
+                src=f"SELECT ?, ?, {key}, SUM(gpu_s), SUM(gib_s) FROM {roll.split()[2]}"
+                    f" WHERE lvl = ? AND t >= ? AND t < ? GROUP BY {key}"),
+                (HOUR, hour, MINUTE, a, b))
         stretch = _floor_to(a, TEN_MINUTES)  # h_gpu_user holds this stretch's rounds only
         for lvl, start in coarse:
             w.execute(_GPU_USER_ROLL.format(
@@ -427,10 +433,14 @@ class _Maintenance(_Core):
                     f"DELETE FROM {table} WHERE lvl = ? AND ({col}, t) IN (SELECT r.{col}, r.t"
                     f" FROM {keys} k CROSS JOIN {table} r ON r.lvl = ? AND r.{col} = k.{col}"
                     " AND r.t <= ? LIMIT ?)", (lvl, lvl, cut)))
-            if lvl in USER_LEVELS:
-                out.append((
-                    "DELETE FROM user_roll WHERE lvl = ? AND (t, uid) IN (SELECT t, uid FROM"
-                    " user_roll WHERE lvl = ? AND t <= ? LIMIT ?)", (lvl, lvl, cut)))
+            for table, key in (("user_roll", "uid"), ("job_roll", "job, uid")):  # jobs: as users
+                if lvl in USER_LEVELS:
+                    out.append((
+                        f"DELETE FROM {table} WHERE lvl = ? AND (t, {key}) IN (SELECT t, {key}"
+                        f" FROM {table} WHERE lvl = ? AND t <= ? LIMIT ?)", (lvl, lvl, cut)))
+            if lvl == HOUR:  # where jobs ran, per hour
+                out.append(("DELETE FROM job_seen WHERE (job, uid, hid, t) IN (SELECT job, uid,"
+                            " hid, t FROM job_seen WHERE t <= ? LIMIT ?)", (cut,)))
             if lvl in GPU_USER_LEVELS:
                 out.append((
                     "DELETE FROM gpu_user_roll WHERE lvl = ? AND (gid, t, uid) IN"

@@ -1,4 +1,4 @@
--- hmonitor history, schema version 2 (PRAGMA user_version; store.py sets it and migrates).
+-- hmonitor history, schema version 3 (PRAGMA user_version; store.py sets it and migrates).
 --
 -- Times are integer Unix milliseconds. Memory is in bytes in raw data and in MiB in rollups.
 -- Three layers:
@@ -64,6 +64,15 @@ CREATE TABLE h_gpu_user (
     t INTEGER NOT NULL, gid INTEGER NOT NULL, uid INTEGER NOT NULL, mem INTEGER NOT NULL,
     PRIMARY KEY (t, gid, uid)
 ) WITHOUT ROWID;
+-- Slurm jobs (version 3), summed by ingest like h_user (see ingest.py for how a GPU is split
+-- between jobs): per round, job, user and host, GPU-seconds and GiB-seconds of the job's
+-- processes; processes outside a job add nothing. Deleted once rolled up into job_roll and
+-- job_seen.
+CREATE TABLE h_job (
+    t INTEGER NOT NULL, job INTEGER NOT NULL, uid INTEGER NOT NULL, hid INTEGER NOT NULL,
+    gpu_s REAL NOT NULL, gib_s REAL NOT NULL,
+    PRIMARY KEY (t, job, uid, hid)
+) WITHOUT ROWID;
 CREATE TABLE h_disk (
     t INTEGER NOT NULL, did INTEGER NOT NULL, used INTEGER NOT NULL, total INTEGER NOT NULL,
     PRIMARY KEY (t, did)
@@ -104,6 +113,20 @@ CREATE TABLE user_roll (
     gpu_s REAL NOT NULL, gib_s REAL NOT NULL,
     PRIMARY KEY (lvl, t, uid)
 ) WITHOUT ROWID;
+-- Accounting per Slurm job and user, as user_roll (hosts are in job_seen).
+CREATE TABLE job_roll (
+    lvl INTEGER NOT NULL, t INTEGER NOT NULL, job INTEGER NOT NULL, uid INTEGER NOT NULL,
+    gpu_s REAL NOT NULL, gib_s REAL NOT NULL,
+    PRIMARY KEY (lvl, t, job, uid)
+) WITHOUT ROWID;
+-- Where and when each job ran: per user, host and hour (t, its start), the first and last
+-- rolled-up sample in it. Kept as long as the hour level (retention finds t in job_seen_t).
+CREATE TABLE job_seen (
+    job INTEGER NOT NULL, uid INTEGER NOT NULL, hid INTEGER NOT NULL, t INTEGER NOT NULL,
+    first INTEGER NOT NULL, last INTEGER NOT NULL,
+    PRIMARY KEY (job, uid, hid, t)
+) WITHOUT ROWID;
+CREATE INDEX job_seen_t ON job_seen (t);
 -- Per-user memory (MiB) on one GPU, for the stacked chart; avg = mem_sum / gpu_roll.n.
 CREATE TABLE gpu_user_roll (
     lvl INTEGER NOT NULL, gid INTEGER NOT NULL, t INTEGER NOT NULL, uid INTEGER NOT NULL,

@@ -3,12 +3,13 @@
 Layout (details in schema.sql):
 
 * **head**: each round appends its raw rows (time-first keys, so a round writes a few pages),
-  and what accounting needs of it, already summed per user and per GPU and user;
+  and what accounting needs of it, already summed per user, per GPU and user, and per Slurm
+  job, user and host;
 * **rollups**: `maintain` folds every closed minute of the head into 1-minute buckets, then every
   10-minute stretch of those into 10-minute and 1-hour buckets (sum, count and max per metric,
-  plus per-user GPU-seconds and GiB-seconds), so long windows are answered from a few rows and
-  nothing is rolled up twice: one watermark per step, advanced in the same transaction as the
-  work it covers;
+  plus GPU-seconds and GiB-seconds per user and per Slurm job), so long windows are answered
+  from a few rows and nothing is rolled up twice: one watermark per step, advanced in the same
+  transaction as the work it covers;
 * **chunks**: `maintain` moves closed 10-minute slices of the head into one compressed blob per
   series, kept `raw_days`.
 

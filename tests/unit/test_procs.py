@@ -363,7 +363,9 @@ def test_unreadable_files_leave_their_facts_empty(tmp_path: Path) -> None:
         (INITIAL_MAP, None),  # rootful: the initial user namespace
         ("         0          0          1\n", 0),  # unshare --map-root-user, run by root
         ("      1000       1000          1\n", 1000),  # unshare --map-current-user
-        ("0 100000 65536\n", 100000),  # userns-remap: the first host uid of the range
+        # userns-remap where the namespace cannot be opened (no ptrace access, as here: a fake
+        # tree): the range's first host uid. Its maker, root, where it can (integration test).
+        ("0 100000 65536\n", 100000),
         ("0 x 1\n", None),
         ("", None),
     ],

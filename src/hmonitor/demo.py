@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hmonitor._pb import hm_pb2
+from hmonitor.agent.snapshot import fill_process, gpu_message
 from hmonitor.agent.sources.gpu import GpuReading, GpuUnavailable
 from hmonitor.agent.sources.nvml import NvmlSource
 from hmonitor.agent.sources.simgpu import SimulatedGpuSource, host_seed
-from hmonitor.agent.snapshot import fill_process, gpu_message
 from hmonitor.web.history import SqliteHistory
 from hmonitor.web.history.recorder import HISTORY_FILE
 from hmonitor.web.hoststate import HostState

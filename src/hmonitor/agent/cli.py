@@ -23,8 +23,8 @@ from hmonitor.agent.sources import netinfo
 from hmonitor.agent.sources.accounts import ShadowExpiry
 from hmonitor.agent.sources.disks import DEFAULT_FSTYPES, DiskSource
 from hmonitor.agent.sources.gpu import GpuSource
-from hmonitor.agent.sources.nvml import NvmlSource
 from hmonitor.agent.sources.hostload import HostLoadReader
+from hmonitor.agent.sources.nvml import NvmlSource
 from hmonitor.agent.sources.procs import ProcReader
 from hmonitor.agent.sources.simgpu import SimulatedGpuSource
 from hmonitor.agent.sources.users import UserNames
@@ -254,6 +254,7 @@ def _gpu_source(simulate: int, host_id: str | None, mig: int = 0) -> GpuSource:
 
 def build_collector(args: argparse.Namespace) -> Collector:
     prefix = args.ip_prefix
+    users = UserNames()
     sources = Sources(
         gpus=_gpu_source(args.simulate, args.id, args.simulate_mig),
         disks=DiskSource(
@@ -261,10 +262,10 @@ def build_collector(args: argparse.Namespace) -> Collector:
             fstypes=[t.strip() for t in args.fstypes.split(",") if t.strip()],
             timeout=args.statvfs_timeout,
         ),
-        procs=ProcReader(args.proc),
+        procs=ProcReader(args.proc, user_name=users.name),  # names a rootless container's owner
         load=HostLoadReader(args.proc).read,
         cmdline=args.cmdline,
-        users=UserNames(),
+        users=users,
         shadow=ShadowExpiry(args.shadow),
         hostname=netinfo.hostname,
         ip=lambda: netinfo.primary_ipv4(prefix),

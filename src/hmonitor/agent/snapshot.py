@@ -166,7 +166,7 @@ class Collector:
             name = self._src.users.name(owner.uid)
             facts = self._src.procs.facts(proc.pid, cmdline=self._src.cmdline)
             fill_process(out, proc, owner.uid, name, owner.name,
-                         self._src.shadow.expiration(name), facts, self._src.users.name)
+                         self._src.shadow.expiration(name), facts)
         return msg
 
     def _run(self, name: str, fn: Callable[[], T], default: T, errors: list[str]) -> T:
@@ -241,10 +241,8 @@ def fill_process(
     basename: str,
     expiration: int,
     facts: ProcFacts | None,
-    user_name: Callable[[int], str] = str,
 ) -> None:
-    """One process's message: what NVML said of it, its owner, and what /proc told of it.
-    `user_name` names a rootless container's host user."""
+    """One process's message: what NVML said of it, its owner, and what /proc told of it."""
     out.pid = proc.pid
     out.uid = encode_uid(uid)  # uids above 2^31 (containers) overflow a plain int32
     out.username = username
@@ -267,4 +265,4 @@ def fill_process(
         out.container.name, out.container.pod = box.name, box.pod
         if box.host_uid is not None:
             out.container.host_uid = box.host_uid
-            out.container.host_user = box.host_user or user_name(box.host_uid)
+            out.container.host_user = box.host_user

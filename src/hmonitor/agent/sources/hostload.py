@@ -16,7 +16,7 @@ class HostLoad:
 
 def parse_loadavg(text: str) -> float:
     """The first field of /proc/loadavg ("0.36 0.80 1.15 3/90 27927")."""
-    value = float(text.split()[0])
+    value = float(text.split(maxsplit=1)[0])
     if not (value >= 0.0 and value < 1e9):  # also rejects nan and inf
         raise ValueError(f"bad load average {text!r}")
     return value

@@ -2,8 +2,8 @@
 
 `NvmlSource().read()` runs in a subprocess (LD_LIBRARY_PATH only counts at process start) and
 prints its readings as JSON, through the installed binding and, when HMONITOR_PYNVML_MIN_DIR
-names a directory with the oldest supported one, through that too.  The same facts over gRPC
-are checked in test_agent.py.
+names a directory with the oldest supported one, through that too.  The last test asks a real
+agent over gRPC for the same facts.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agentproc import start_agent
 from fakenvml import FakeGpu, FakeMig, FakeProc, mig_uuid_for, nvml_env, pci_for, uuid_for
 from fakenvml import write_config as write_fake_config
 
@@ -319,3 +320,74 @@ def test_unsupported_is_not_asked_again_until_reinit(reader: Reader) -> None:
     assert (second["gpus"][0]["power_mw"], second["gpus"][0]["fan"]) == (None, 0)
     assert "error" in third
     assert (fourth["gpus"][0]["power_mw"], fourth["gpus"][0]["fan"]) == (90_000, 30)
+
+
+def test_facts_over_grpc(fake_nvml_lib: Path, tmp_path: Path) -> None:
+    """The real agent on the fake: every fact in GetInfo, unset where the GPU has none."""
+    config = tmp_path / "gpus.txt"
+    with subprocess.Popen(["sleep", "300"]) as sleeper:
+        try:
+            write_fake_config(
+                config,
+                [
+                    FakeGpu(throttle_reasons=0x4, ecc=(3, 1), remapped_rows=(2, 0)),
+                    FakeGpu(
+                        power_mw=None,
+                        power_limit_mw=None,
+                        sm_clock_mhz=None,
+                        mem_clock_mhz=None,
+                        throttle_reasons=None,
+                        ecc=None,
+                        remapped_rows=None,
+                        mig_mode="none",
+                    ),
+                    FakeGpu(
+                        mig_mode="on",
+                        mig=[FakeMig(gpu_instance=3, mem_used=2 * GiB)],
+                        procs=[FakeProc(sleeper.pid, 2 * GiB, gpu_instance=3, compute_instance=0)],
+                    ),
+                    FakeGpu(retired_pages=(2, 1), procs=[FakeProc(sleeper.pid, GiB)]),
+                ],
+                driver_version="570.86.10",
+                cuda_version=12080,
+            )
+            agent = start_agent(
+                tmp_path, ["--cache-ttl", "0.2"], env=nvml_env(fake_nvml_lib, config)
+            )
+            try:
+                info = agent.get_info()
+            finally:
+                agent.stop()
+        finally:
+            sleeper.kill()
+
+    assert info.err == ""
+    assert (info.driver_version, info.cuda_version) == ("570.86.10", "12.8")
+    full, bare, mig, old = info.gpus
+    assert (full.uuid, full.pci_bus_id) == (uuid_for(0), pci_for(0))
+    assert (full.power_mw, full.power_limit_mw) == (120_000, 700_000)
+    assert (full.sm_clock_mhz, full.mem_clock_mhz, full.throttle_reasons) == (1980, 2619, 4)
+    assert (full.ecc_corrected, full.ecc_uncorrected, full.remapped_rows) == (3, 1, 2)
+    assert full.HasField("mig_enabled") and not full.mig_enabled
+    assert not full.HasField("retired_pages")
+
+    assert (bare.uuid, bare.pci_bus_id) == (uuid_for(1), pci_for(1))
+    for name in (
+        "power_mw", "power_limit_mw", "sm_clock_mhz", "mem_clock_mhz", "throttle_reasons",
+        "ecc_corrected", "ecc_uncorrected", "retired_pages", "remapped_rows", "mig_enabled",
+    ):  # fmt: skip
+        assert not bare.HasField(name), name
+
+    assert mig.mig_enabled and mig.utilization == 0 and mig.name == "NVIDIA H200"
+    (inst,) = mig.mig
+    assert (inst.gpu_instance, inst.compute_instance, inst.profile) == (3, 0, "1g.18gb")
+    assert inst.uuid == mig_uuid_for(uuid_for(2), 3, 0)
+    assert (inst.mem_used, inst.mem_total) == (2 * GiB, FakeMig().mem_total)
+    assert inst.HasField("sm_count") and inst.sm_count == 16
+    (p,) = mig.procs
+    assert (p.pid, p.mem, p.basename) == (sleeper.pid, 2 * GiB, "sleep")
+    assert p.HasField("mig") and (p.mig.gpu_instance, p.mig.compute_instance) == (3, 0)
+
+    assert old.retired_pages == 3
+    (q,) = old.procs
+    assert q.pid == sleeper.pid and not q.HasField("mig")

@@ -27,6 +27,7 @@ from hmonitor.web.api.jsonview import proc_to_dict
 from hmonitor.wire import decode_uid, encode_uid, owner_label
 
 GIB = 1 << 30
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 Sleeper = subprocess.Popen[bytes]
 
 
@@ -591,6 +592,8 @@ def test_owner_above_2_31_from_a_fixture_proc(run_agent: AgentFactory, tmp_path:
     (proc_root / str(pid) / "status").write_text(
         f"Name:\ttrain\nUid:\t{BIG_UID}\t{BIG_UID}\t{BIG_UID}\t{BIG_UID}\n"
     )
+    for name in ("loadavg", "meminfo"):  # the host's load and memory come from --proc too
+        shutil.copy(FIXTURES / "proc" / name, proc_root / name)
     agent = run_agent(
         [FakeGpu(procs=[FakeProc(pid, GIB)]), FakeGpu(util=3)], "--proc", str(proc_root)
     )

@@ -1,4 +1,4 @@
-"""``/api/v1/users`` and ``/api/v1/alerts``: the reports (``web/reports.py``) as JSON."""
+"""``/api/v1/users``, ``/api/v1/jobs`` and ``/api/v1/alerts``: the reports as JSON."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import dataclasses
 import time
 from typing import Any
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from hmonitor.web.history import IdleHog
+from hmonitor.web.history import IdleHog, JobUsage
+from hmonitor.web.params import choice_param
 from hmonitor.web.reports import USAGE_WINDOWS, Alert, UserReport
 from hmonitor.web.state import get_state
 
@@ -30,6 +31,12 @@ def user_dict(u: UserReport) -> dict[str, Any]:
     }
 
 
+def job_dict(j: JobUsage) -> dict[str, Any]:
+    return {"job": j.job, "user": j.user, "gpu_hours": round(j.gpu_hours, 3),
+            "gpu_mem_gib_hours": round(j.gpu_mem_gib_hours, 3), "first_seen": j.first_seen,
+            "last_seen": j.last_seen, "hosts": list(j.hosts)}
+
+
 def alert_dict(a: Alert) -> dict[str, Any]:
     return {"kind": a.kind, "host": a.host, "message": a.message, "since": a.since, **a.detail}
 
@@ -39,6 +46,12 @@ def add_routes(bp: Blueprint) -> None:
     def users() -> ResponseReturnValue:
         report = get_state().users(time.time())
         return jsonify(users=[user_dict(u) for u in report], windows=list(USAGE_WINDOWS))
+
+    @bp.get("/jobs")
+    def jobs() -> ResponseReturnValue:
+        window = choice_param(request.args, "window", "7d", list(USAGE_WINDOWS))
+        report = get_state().backend.job_usage(time.time(), USAGE_WINDOWS[window])
+        return jsonify(jobs=[job_dict(j) for j in report], window=window)
 
     @bp.get("/alerts")
     def alerts() -> ResponseReturnValue:

@@ -1,5 +1,6 @@
 """The users page: who holds which GPUs now, their account expiry, GPU-hours over 1/7/30 days
-and their idle processes, from the same report as ``GET /api/v1/users``."""
+and their idle processes, from the same report as ``GET /api/v1/users``; and GPU-hours per Slurm
+job, as ``GET /api/v1/jobs``."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, render_template
+from flask import Blueprint, render_template, request
 from flask.typing import ResponseReturnValue
 
-from hmonitor.web.pages.display import expiry, idle_text, size_text
+from hmonitor.web.history import JobUsage
+from hmonitor.web.pages.display import expiry, idle_text, moment, size_text
 from hmonitor.web.reports import USAGE_WINDOWS, UserReport
 from hmonitor.web.state import get_state
 from hmonitor.wire import EXPIRATION_NEVER, EXPIRATION_UNKNOWN
@@ -51,11 +53,33 @@ def user_row(u: UserReport, now: float) -> UserRow:
     )
 
 
+@dataclass(slots=True)
+class JobRow:
+    job: int
+    user: str
+    gpu_hours: float
+    gib_hours: float
+    hosts: str
+    span: str  # "09:12 to 14:40"
+
+
+def job_row(j: JobUsage, now: float) -> JobRow:
+    return JobRow(j.job, j.user, round(j.gpu_hours, 3), round(j.gpu_mem_gib_hours, 3),
+                  ", ".join(j.hosts), f"{moment(j.first_seen, now)} to {moment(j.last_seen, now)}")
+
+
 def add_routes(bp: Blueprint) -> None:
     @bp.get("/users")
     def users() -> ResponseReturnValue:
         now = time.time()
-        rows = [user_row(u, now) for u in get_state().users(now)]
+        state = get_state()
+        rows = [user_row(u, now) for u in state.users(now)]
+        jobs_window = request.args.get("jobs", "7d")
+        if jobs_window not in USAGE_WINDOWS:
+            jobs_window = "7d"
+        jobs = [job_row(j, now)
+                for j in state.backend.job_usage(now, USAGE_WINDOWS[jobs_window])]
         return render_template(
             "users.html", rows=rows, windows=list(USAGE_WINDOWS), now=now,
-            n_holding=sum(1 for r in rows if r.gpus), n_hogs=sum(len(r.hogs) for r in rows))
+            n_holding=sum(1 for r in rows if r.gpus), n_hogs=sum(len(r.hogs) for r in rows),
+            jobs=jobs, jobs_window=jobs_window)

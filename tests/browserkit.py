@@ -85,10 +85,12 @@ def serve(app: Flask) -> Iterator[str]:
 @contextmanager
 def run_dashboard(folder: Path, snapshots: Mapping[str, hm_pb2.HostInfo], down: list[str],
                   settings: str,
-                  prepare: Callable[[Flask], None] | None = None) -> Iterator[Dashboard]:
-    """The real app and poller over agents answering ``snapshots`` and closed ports ``down``;
-    ``settings`` are more lines of settings.py; ``prepare(app)`` runs before the poller's first
-    round. Yields once every host has been polled (or after 10 s)."""
+                  prepare: Callable[[Flask], None] | None = None,
+                  real: Mapping[str, str] | None = None) -> Iterator[Dashboard]:
+    """The real app and poller over agents answering ``snapshots``, closed ports ``down`` and
+    real agents ``real`` (name -> address); ``settings`` are more lines of settings.py;
+    ``prepare(app)`` runs before the poller's first round. Yields once every host has been
+    polled (or after 10 s)."""
     agents = {name: Agent(info) for name, info in snapshots.items()}
     servers: dict[str, str] = {}
     grpc_servers = []
@@ -101,6 +103,7 @@ def run_dashboard(folder: Path, snapshots: Mapping[str, hm_pb2.HostInfo], down: 
         servers[name] = f"127.0.0.1:{port}"
     for name in down:
         servers[name] = f"127.0.0.1:{closed_port()}"
+    servers.update(real or {})
     (folder / "settings.py").write_text(f"servers = {servers!r}\ntoken = {TOKEN!r}\n{settings}")
     app = create_app(load_settings(folder / "settings.py"), start_poller=False)
     state = get_state(app)

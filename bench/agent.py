@@ -2,9 +2,13 @@
 
     python bench/agent.py [--quick]
 
+    python bench/agent.py --procs-per-gpu 64
+
 Runs the real agent as a subprocess on the fake libnvidia-ml.so.1 (8 GPUs x 4 processes, every
-process a real one, so owners and expiry are looked up for real) and drives it with the Python
-gRPC client. Baseline in the same run: the same agent collecting on every call (--cache-ttl 0).
+process a real one, so owners, expiry, command lines and cgroups are read for real) and drives
+it with the Python gRPC client. Baseline in the same run: the same agent collecting on every
+call (--cache-ttl 0). To compare with an older agent, run this file with PYTHONPATH naming that
+tree's src/.
 """
 
 from __future__ import annotations
@@ -144,12 +148,15 @@ def run(agent: Agent, quick: bool) -> Result:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer calls, 5 s idle (smoke run)")
+    parser.add_argument("--procs-per-gpu", type=int, default=4, metavar="N",
+                        help="real processes per GPU, at most 128 [%(default)s]")
     args = parser.parse_args()
+    per_gpu = args.procs_per_gpu
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         lib = build_library(tmp / "lib")
-        sleepers = [subprocess.Popen(["sleep", "3600"]) for _ in range(32)]
+        sleepers = [subprocess.Popen(["sleep", "3600"]) for _ in range(8 * per_gpu)]
         try:
             gpus = [
                 FakeGpu(
@@ -157,7 +164,9 @@ def main() -> None:
                     temp=40 + i,
                     mem_used=40 * GIB,
                     procs=[
-                        FakeProc(sleepers[4 * i + j].pid, 10 * GIB, sm_util=5 * j) for j in range(4)
+                        FakeProc(sleepers[per_gpu * i + j].pid, 40 * GIB // per_gpu,
+                                 sm_util=j % 20)
+                        for j in range(per_gpu)
                     ],
                 )
                 for i in range(8)
@@ -207,7 +216,8 @@ def main() -> None:
         for label, a, b, fmt, low, target in spec
     ]
     print_table(
-        f"Agent: 8 fake H200 x 4 processes, loopback, Python client, {os.cpu_count()} CPUs"
+        f"Agent: 8 fake H200 x {per_gpu} processes, loopback, Python client, "
+        f"{os.cpu_count()} CPUs"
         + (" (quick)" if args.quick else ""),
         ["metric", "hmonitor", "baseline", "gain", "target"],
         rows,

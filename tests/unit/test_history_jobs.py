@@ -142,6 +142,9 @@ def test_one_job_of_two_users_and_odd_ids(tmp_path: Path) -> None:
     g.procs.add(pid=1, username="bob", mem=GIB)  # listed twice: the first entry's job counts
     g.procs.add(pid=2, username="bob", mem=GIB, job=hm_pb2.SlurmJob(id=0, step="extern"))
     g.procs.add(pid=3, username="cat", mem=GIB, job=hm_pb2.SlurmJob(id=2**64 - 1))
+    g2 = info.gpus.add(id=1)  # two ids past SQLite's integers: clamped, one job
+    g2.procs.add(pid=4, username="ann", mem=GIB, job=hm_pb2.SlurmJob(id=2**64 - 1))
+    g2.procs.add(pid=5, username="ann", mem=GIB, job=hm_pb2.SlurmJob(id=2**63))
     for i in range(3):
         s.ingest([up("a", info)], T0 + 10 * i)
     s.ingest([down("a")], T0 + 30)  # down: nothing
@@ -150,7 +153,10 @@ def test_one_job_of_two_users_and_odd_ids(tmp_path: Path) -> None:
     # same job under two users is a row per user.
     assert sorted((u.job, u.user) for u in usage) == [
         (0, "bob"), (2**63 - 1, "ann"), (2**63 - 1, "cat")]
-    assert all(u.gpu_hours == pytest.approx(20 / 3 / 3600) for u in usage)
+    hours = {u.user: u.gpu_hours for u in usage}
+    # ann: a third of GPU 0, and all of GPU 1 (her two processes there in the one job).
+    assert hours == pytest.approx({"ann": 20 * (1 / 3 + 1) / 3600, "bob": 20 / 3 / 3600,
+                                   "cat": 20 / 3 / 3600})
     assert all(u.last_seen == T0 + 20 for u in usage)
     s.close()
 

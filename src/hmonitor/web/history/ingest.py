@@ -107,8 +107,7 @@ class _Ingest(_Core):
         stretch = _floor_to(tm, TEN_MINUTES)
         # Per user: GPU-milliseconds (a GPU's dt split equally between its users), byte-ms.
         acct: dict[int, list[float]] = {}
-        # Per (Slurm job, user, host): the same (see `_job_shares` for how a GPU is split).
-        jacct: dict[tuple[int, int, int], list[float]] = {}
+        r_job: list[_JobRow] = []
         lh_put: list[tuple[int, int | None, int | None]] = []
         lp_put: list[tuple[int, int, int, int, int]] = []
         lp_del: list[tuple[int, int]] = []
@@ -141,6 +140,8 @@ class _Ingest(_Core):
             lh_put.append((hid, tm, run_start))
             r_host.append((tm, hid, 1, rtt, dt))
             old_keys = self._host_procs.get(hid, set())
+            # Per (Slurm job, user) on this host: as acct (see `_job_shares` for the split).
+            jacct: dict[tuple[int, int], list[float]] = {}
             new_keys: set[tuple[int, int]] = set()
             seen_idx: set[int] = set()
             for g in info.gpus:
@@ -177,11 +178,12 @@ class _Ingest(_Core):
                         bid = self._id(bnames, "bname", p.basename)
                     job = -1  # none (Slurm job ids are unsigned)
                     if _has(p, "job"):
-                        job = min(p.job.id, _I64_MAX)
+                        job = min(p.job.id, _I64_MAX)  # garbage past it: one job
                         in_jobs = True
                     procs[pid] = [uid, bid, mem, p.utilization, job]
                 by_user: dict[int, list[int]] = {}  # uid -> [bytes, MiB rounded per process]
-                for pid, (uid, bid, mem, putil, _) in procs.items():
+                by_job: dict[tuple[int, int], int] = {}  # (job or -1, uid) -> bytes
+                for pid, (uid, bid, mem, putil, job) in procs.items():
                     r_proc.append((tm, gid, pid, uid, bid, mem, putil))
                     mib = (mem + _HALF_MIB) >> 20
                     mine = by_user.get(uid)
@@ -190,6 +192,8 @@ class _Ingest(_Core):
                     else:
                         mine[0] += mem
                         mine[1] += mib
+                    if in_jobs:
+                        by_job[(job, uid)] = by_job.get((job, uid), 0) + mem
                     key = (gid, pid)
                     new_keys.add(key)
                     old = lproc.get(key)
@@ -208,7 +212,9 @@ class _Ingest(_Core):
                         acc[0] += share
                         acc[1] += mem * dt
                 if in_jobs:
-                    self._job_shares(procs, share, dt, hid, jacct)
+                    self._job_shares(by_job, len(by_user), share, dt, jacct)
+            for (job, uid), (ms, byte_ms) in jacct.items():
+                r_job.append((tm, job, uid, hid, ms / 1000.0, byte_ms / 1000.0 / GIB))
             for key in old_keys - new_keys:
                 lproc.pop(key, None)
                 lp_del.append(key)
@@ -219,8 +225,6 @@ class _Ingest(_Core):
                     r_disk.append((tm, did, min(d.used, _I64_MAX), min(d.total, _I64_MAX)))
         r_user = [(tm, uid, ms / 1000.0, byte_ms / 1000.0 / GIB)
                   for uid, (ms, byte_ms) in acct.items()]
-        r_job = [(tm, job, uid, hid, ms / 1000.0, byte_ms / 1000.0 / GIB)
-                 for (job, uid, hid), (ms, byte_ms) in sorted(jacct.items())]
         self._write_head([tm], r_host, r_gpu, r_proc, r_disk, r_user, r_gpu_user, r_job)
         w.executemany(
             "INSERT INTO live_host (hid, t, run_start) VALUES (?, ?, ?) ON CONFLICT (hid)"
@@ -232,33 +236,30 @@ class _Ingest(_Core):
 
     @staticmethod
     def _job_shares(
-        procs: dict[int, list[int]], share: float, dt: int, hid: int,
-        jacct: dict[tuple[int, int, int], list[float]],
+        by_job: dict[tuple[int, int], int], users: int, share: float, dt: int,
+        jacct: dict[tuple[int, int], list[float]],
     ) -> None:
-        """Add one GPU's sample to its jobs' sums. Each user's share of the GPU (1/k of dt with
-        k users on it, as in user accounting) is split equally between that user's jobs on it,
-        the user's processes outside any job counting as one more (which no job gets): a GPU
-        shared by two jobs, of one user or of two, counts half for each, and a user's jobs never
-        add up to more GPU-seconds than the user. Memory: the job's own processes' bytes."""
-        mine: dict[int, dict[int, int]] = {}  # uid -> job (-1: none) -> bytes
-        for uid, _, mem, _, job in procs.values():
-            jobs = mine.get(uid)
-            if jobs is None:
-                mine[uid] = {job: mem}
+        """Add one GPU's sample to its jobs' sums (`by_job`: the bytes of each (job, user) on it,
+        job -1 for a user's processes outside any job). Each user's share of the GPU (1/k of dt
+        with k users on it, as in user accounting) is split equally between that user's jobs
+        on it, the processes outside any job counting as one more (which no job gets): a GPU
+        shared by two jobs, of one user or of two, counts half for each, and a user's jobs
+        never add up to more GPU-seconds than the user. Memory: the job's own processes'."""
+        count: dict[int, int] | None = None
+        if len(by_job) > users:  # someone has more than one job (or one and none) here
+            count = {}
+            for _, uid in by_job:
+                count[uid] = count.get(uid, 0) + 1
+        for key, mem in by_job.items():
+            if key[0] < 0:
+                continue
+            part = share if count is None else share / count[key[1]]
+            acc = jacct.get(key)
+            if acc is None:
+                jacct[key] = [part, mem * dt]
             else:
-                jobs[job] = jobs.get(job, 0) + mem
-        for uid, jobs in mine.items():
-            part = share / len(jobs)
-            for job, mem in jobs.items():
-                if job < 0:
-                    continue
-                key = (job, uid, hid)
-                acc = jacct.get(key)
-                if acc is None:
-                    jacct[key] = [part, mem * dt]
-                else:
-                    acc[0] += part
-                    acc[1] += mem * dt
+                acc[0] += part
+                acc[1] += mem * dt
 
     def _write_head(
         self,

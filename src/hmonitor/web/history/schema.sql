@@ -71,7 +71,7 @@ CREATE TABLE h_gpu_user (
 CREATE TABLE h_job (
     t INTEGER NOT NULL, job INTEGER NOT NULL, uid INTEGER NOT NULL, hid INTEGER NOT NULL,
     gpu_s REAL NOT NULL, gib_s REAL NOT NULL,
-    PRIMARY KEY (t, job, uid, hid)
+    PRIMARY KEY (t, hid, job, uid)  -- host by host, as ingest writes them
 ) WITHOUT ROWID;
 CREATE TABLE h_disk (
     t INTEGER NOT NULL, did INTEGER NOT NULL, used INTEGER NOT NULL, total INTEGER NOT NULL,

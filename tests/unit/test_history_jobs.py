@@ -161,18 +161,41 @@ def test_one_job_of_two_users_and_odd_ids(tmp_path: Path) -> None:
     s.close()
 
 
+def test_a_restart_and_a_new_process_read_the_job_again(tmp_path: Path) -> None:
+    # A live process's job is read when it first shows, then remembered; a restart forgets it.
+    def rounds(s: SqliteHistory, first: int, last: int, job: int | None, user: str) -> None:
+        for i in range(first, last):
+            s.ingest([up("a", host_info("a", [gpu(0, proc(user, pid=7, job=job))]))],
+                     T0 + 10 * i)
+
+    s = open_store(tmp_path)
+    rounds(s, 0, 10, 1, "ann")
+    s.close()
+    s = open_store(tmp_path)
+    rounds(s, 10, 20, 1, "ann")  # the same process (and job) after a restart
+    rounds(s, 20, 30, 2, "bob")  # pid 7 again, another user's: another process, job 2
+    rounds(s, 30, 40, None, "cat")  # and again, outside any job
+    jobs = by_job(s.job_usage(T0 + 400, 400))
+    assert set(jobs) == {1, 2}
+    check_close(jobs[1], "ann", 190 / 3600, 4 * 190 / 3600)
+    check_close(jobs[2], "bob", 100 / 3600, 4 * 100 / 3600)
+    assert (jobs[1].first_seen, jobs[1].last_seen) == (T0, T0 + 190)
+    s.close()
+
+
 # ------------------------------------------------------------------------ maintenance
 
 
 def job_lab(i: int) -> list[HostState]:
     """Round i of a small lab with jobs: job 100 + i // 60 of ann on all of h0 and GPU 0 of h1
-    (a new job every 10 minutes), bob's job 5 and cat (no job) sharing h1's GPU 1, bob's job 6
-    coming and going on h2; memory moves with i."""
+    (a new job, with new processes, every 10 minutes), bob's job 5 and cat (no job) sharing h1's
+    GPU 1, bob's job 6 coming and going on h2; memory moves with i."""
     mib = (i % 5) / 1024
     ann = 100 + i // 60
-    h0 = host_info("h0", [gpu(g, proc("ann", pid=10 + g, mem_gib=2 + mib, job=ann))
+    pids = 1000 * (i // 60)
+    h0 = host_info("h0", [gpu(g, proc("ann", pid=pids + 10 + g, mem_gib=2 + mib, job=ann))
                           for g in range(2)])
-    h1 = host_info("h1", [gpu(0, proc("ann", pid=20, mem_gib=1, job=ann)),
+    h1 = host_info("h1", [gpu(0, proc("ann", pid=pids + 20, mem_gib=1, job=ann)),
                           gpu(1, proc("bob", pid=21, mem_gib=3 + mib, job=5),
                               proc("cat", pid=22, mem_gib=1))])
     h2_procs = [proc("bob", pid=30, mem_gib=4, job=6)] if (i // 45) % 2 else []

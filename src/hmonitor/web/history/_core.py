@@ -20,6 +20,7 @@ from ._layout import (
     _MIGRATE_2,
     _OVERSAMPLE,
     _T,
+    _UNREAD,
     CHUNK,
     GPU_LEVELS,
     HOUR,
@@ -196,12 +197,12 @@ class _Core:
             hid: [t, run] for hid, t, run in w.execute("SELECT hid, t, run_start FROM live_host")
         }
         gpu_host = {gid: hid for (hid, _), (gid, _) in gpus.items()}
-        lproc: dict[tuple[int, int], tuple[int, int, int]] = {}
+        lproc: dict[tuple[int, int], tuple[int, int, int, int]] = {}
         host_procs: dict[int, set[tuple[int, int]]] = {}
         for gid, pid, uid, bid, start in w.execute(
             "SELECT gid, pid, uid, bid, start FROM live_proc"
         ):
-            lproc[(gid, pid)] = (uid, bid, start)
+            lproc[(gid, pid)] = (uid, bid, start, _UNREAD)  # the Slurm job: read next round
             host_procs.setdefault(gpu_host[gid], set()).add((gid, pid))
         stacks = self._stacks_for(w, None)
         as_of = w.execute("SELECT MIN(as_of) FROM live_gpu").fetchone()[0]

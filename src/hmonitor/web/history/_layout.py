@@ -232,6 +232,8 @@ _MIGRATE_2 = (
 )
 
 
+_UNREAD = -2  # a live process's Slurm job, not read yet (-1: none)
+
 # Schema version 2 -> 3: Slurm job accounting, in tables of its own (all empty at first); nothing
 # else changes. The statements are schema.sql's, run "IF NOT EXISTS".
 _JOB_SCHEMA = ("h_job", "job_roll", "job_seen", "job_seen_t")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from typing import Any
 
 from hmonitor._pb.hm_pb2 import ProcInfo
 from hmonitor.web.hoststate import HostSample
@@ -15,6 +16,7 @@ from ._core import _Core
 from ._layout import (
     _HALF_MIB,
     _I64_MAX,
+    _UNREAD,
     CHUNK,
     GIB,
     MINUTE,
@@ -35,7 +37,13 @@ from ._layout import (
 
 log = logging.getLogger(__name__)
 
-_has = ProcInfo.HasField  # unbound: a little cheaper, and it runs for every process
+_has = ProcInfo.HasField
+
+
+def _job_of(p: ProcInfo) -> int:
+    """The Slurm job a process belongs to; -1 for none (ids are unsigned; garbage past SQLite's
+    integers is one job)."""
+    return min(p.job.id, _I64_MAX) if _has(p, "job") else -1
 
 
 class _Ingest(_Core):
@@ -159,8 +167,7 @@ class _Ingest(_Core):
                 _push(stack, tm, util)
                 if not g.procs:
                     continue
-                procs: dict[int, list[int]] = {}
-                in_jobs = False
+                procs: dict[int, list[Any]] = {}  # pid -> [uid, bid, mem, util, ProcInfo]
                 for p in g.procs:
                     pid = p.pid
                     mem = min(p.mem, _I64_MAX)
@@ -176,14 +183,11 @@ class _Ingest(_Core):
                     bid = bnames.get(p.basename)
                     if bid is None:
                         bid = self._id(bnames, "bname", p.basename)
-                    job = -1  # none (Slurm job ids are unsigned)
-                    if _has(p, "job"):
-                        job = min(p.job.id, _I64_MAX)  # garbage past it: one job
-                        in_jobs = True
-                    procs[pid] = [uid, bid, mem, p.utilization, job]
+                    procs[pid] = [uid, bid, mem, p.utilization, p]
                 by_user: dict[int, list[int]] = {}  # uid -> [bytes, MiB rounded per process]
-                by_job: dict[tuple[int, int], int] = {}  # (job or -1, uid) -> bytes
-                for pid, (uid, bid, mem, putil, job) in procs.items():
+                in_jobs = False
+                for pid, entry in procs.items():
+                    uid, bid, mem, putil, p = entry
                     r_proc.append((tm, gid, pid, uid, bid, mem, putil))
                     mib = (mem + _HALF_MIB) >> 20
                     mine = by_user.get(uid)
@@ -192,16 +196,25 @@ class _Ingest(_Core):
                     else:
                         mine[0] += mem
                         mine[1] += mib
-                    if in_jobs:
-                        by_job[(job, uid)] = by_job.get((job, uid), 0) + mem
                     key = (gid, pid)
                     new_keys.add(key)
                     old = lproc.get(key)
                     if (cont and old is not None and old[0] == uid and old[1] == bid
                             and key in old_keys):
-                        continue  # the same process, still there: nothing to write
-                    lproc[key] = (uid, bid, tm)
-                    lp_put.append((gid, pid, uid, bid, tm))
+                        # The same process, still there: nothing to write, and the same Slurm
+                        # job (read when it first shows: a process starts in its job's cgroup
+                        # and is never moved), so a round costs no proto read for it.
+                        job = old[3]
+                        if job == _UNREAD:  # since a restart
+                            job = _job_of(p)
+                            lproc[key] = (uid, bid, old[2], job)
+                    else:
+                        job = _job_of(p)
+                        lproc[key] = (uid, bid, tm, job)
+                        lp_put.append((gid, pid, uid, bid, tm))
+                    entry[4] = job
+                    if job >= 0:
+                        in_jobs = True
                 share = dt / len(by_user)  # users sharing a GPU split it equally
                 for uid, (mem, mib) in by_user.items():
                     r_gpu_user.append((stretch, gid, uid, mib))
@@ -212,6 +225,9 @@ class _Ingest(_Core):
                         acc[0] += share
                         acc[1] += mem * dt
                 if in_jobs:
+                    by_job: dict[tuple[int, int], int] = {}  # (job or -1, uid) -> bytes
+                    for uid, _, mem, _, job in procs.values():
+                        by_job[(job, uid)] = by_job.get((job, uid), 0) + mem
                     self._job_shares(by_job, len(by_user), share, dt, jacct)
             for (job, uid), (ms, byte_ms) in jacct.items():
                 r_job.append((tm, job, uid, hid, ms / 1000.0, byte_ms / 1000.0 / GIB))

@@ -186,8 +186,7 @@ class _Ingest(_Core):
                     procs[pid] = [uid, bid, mem, p.utilization, p]
                 by_user: dict[int, list[int]] = {}  # uid -> [bytes, MiB rounded per process]
                 in_jobs = False
-                for pid, entry in procs.items():
-                    uid, bid, mem, putil, p = entry
+                for pid, (uid, bid, mem, putil, p) in procs.items():
                     r_proc.append((tm, gid, pid, uid, bid, mem, putil))
                     mib = (mem + _HALF_MIB) >> 20
                     mine = by_user.get(uid)
@@ -204,17 +203,19 @@ class _Ingest(_Core):
                         # The same process, still there: nothing to write, and the same Slurm
                         # job (read when it first shows: a process starts in its job's cgroup
                         # and is never moved), so a round costs no proto read for it.
-                        job = old[3]
-                        if job == _UNREAD:  # since a restart
-                            job = _job_of(p)
-                            lproc[key] = (uid, bid, old[2], job)
+                        if old[3] != -1:  # in a job, or not read yet (since a restart)
+                            job = old[3]
+                            if job == _UNREAD:
+                                job = _job_of(p)
+                                lproc[key] = (uid, bid, old[2], job)
+                            if job >= 0:
+                                in_jobs = True
                     else:
                         job = _job_of(p)
                         lproc[key] = (uid, bid, tm, job)
                         lp_put.append((gid, pid, uid, bid, tm))
-                    entry[4] = job
-                    if job >= 0:
-                        in_jobs = True
+                        if job >= 0:
+                            in_jobs = True
                 share = dt / len(by_user)  # users sharing a GPU split it equally
                 for uid, (mem, mib) in by_user.items():
                     r_gpu_user.append((stretch, gid, uid, mib))
@@ -226,7 +227,8 @@ class _Ingest(_Core):
                         acc[1] += mem * dt
                 if in_jobs:
                     by_job: dict[tuple[int, int], int] = {}  # (job or -1, uid) -> bytes
-                    for uid, _, mem, _, job in procs.values():
+                    for pid, (uid, _, mem, _, _) in procs.items():
+                        job = lproc[(gid, pid)][3]
                         by_job[(job, uid)] = by_job.get((job, uid), 0) + mem
                     self._job_shares(by_job, len(by_user), share, dt, jacct)
             for (job, uid), (ms, byte_ms) in jacct.items():

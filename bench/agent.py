@@ -113,14 +113,15 @@ def throughput(target: str, clients: int, seconds: float) -> tuple[float, int]:
     return done / elapsed, errors
 
 
-def run(agent: Agent, quick: bool) -> Result:
+def run(agent: Agent, quick: bool, per_gpu: int) -> Result:
     res = Result(rps={})
     channel = grpc.insecure_channel(agent.target)
     stub = hm_pb2_grpc.HostMonitorStub(channel)
     start = time.perf_counter()
     info = stub.GetInfo(hm_pb2.RequestInfo(), timeout=10)
     res.cold_ms = (time.perf_counter() - start) * 1000
-    assert len(info.gpus) == 8 and all(len(g.procs) == 4 for g in info.gpus), info
+    counts = [len(g.procs) for g in info.gpus]
+    assert counts == [per_gpu] * 8, f"processes per GPU: {counts}"
     assert all(p.username for g in info.gpus for p in g.procs)
     res.rss_start_mb = _rss_mb(agent.proc.pid)
     lat = latency(stub, 500 if quick else 3000)
@@ -178,7 +179,7 @@ def main() -> None:
             for label, ttl in (("hmonitor (1 s cache)", "1"), ("baseline: no cache", "0")):
                 agent = start_agent(tmp, ["--cache-ttl", ttl, "--log-level", "WARNING"], env=env)
                 try:
-                    results[label] = run(agent, args.quick)
+                    results[label] = run(agent, args.quick, per_gpu)
                 finally:
                     agent.stop()
         finally:

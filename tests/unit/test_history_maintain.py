@@ -445,7 +445,7 @@ def test_a_schema_1_file_is_upgraded_in_place(tmp_path: Path) -> None:
         ref.ingest(round_, T0 + 10 * i)
     old = SqliteHistory(tmp_path / "old.db")
     conn = sqlite3.connect(tmp_path / "old.db")
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
     conn.close()
     now = T0 + 2000
     for s in (ref, old):

@@ -54,7 +54,7 @@ def test_new_file_is_wal_with_a_schema_version(tmp_path: Path) -> None:
     open_store(tmp_path).close()
     conn = db(tmp_path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from webkit import BEARER, login, make_app
 
+from hmonitor._pb import hm_pb2
 from hmonitor.web.hoststate import HostState
 from hmonitor.web.state import get_state
 
@@ -21,15 +22,23 @@ INTERVAL = 60.0
 ROUNDS = 61  # one hour at a round a minute
 
 
+def _in_docker() -> hm_pb2.ProcInfo:
+    p = proc("root", pid=14, uid=0, mem_gib=6)
+    p.container.id, p.container.runtime = "3f2a9c81d0e4" + "0" * 52, "docker"
+    return p
+
+
 def _states() -> list[HostState]:
     """gpu01: alice's job 81234 alone on GPU 0; her job 81235 and bob's 90001 share GPU 1;
-    carol computes on GPU 2 outside any job. gpu02: bob's 90001 also runs there."""
+    carol computes on GPU 2 outside any job; a docker container's root process on GPU 3.
+    gpu02: bob's 90001 also runs there."""
     return [
         up("gpu01", host_info("gpu01", [
             gpu(0, proc("alice", pid=10, mem_gib=20, job=81234), util=90),
             gpu(1, proc("alice", pid=11, mem_gib=4, job=81235),
                 proc("bob", pid=12, mem_gib=8, job=90001), util=60),
             gpu(2, proc("carol", pid=13, mem_gib=2), util=50),
+            gpu(3, _in_docker(), util=80),
         ])),
         up("gpu02", host_info("gpu02", [gpu(0, proc("bob", pid=5, mem_gib=10, job=90001),
                                             util=70)])),
@@ -66,6 +75,16 @@ def test_the_api_counts_each_jobs_gpu_hours(client: FlaskClient) -> None:
     assert jobs[81234]["gpu_mem_gib_hours"] == pytest.approx(20.0)
     assert jobs[90001]["gpu_mem_gib_hours"] == pytest.approx(18.0)  # its own memory, not split
     assert body["jobs"][0]["job"] == 90001  # most GPU-hours first
+
+
+def test_a_containers_gpu_hours_are_the_containers_not_roots(client: FlaskClient) -> None:
+    body = client.get("/api/v1/users", headers=BEARER).json
+    assert body is not None
+    users = {u["user"]: u for u in body["users"]}
+    assert "root" not in users
+    box = users["container 3f2a9c81d0e4… (docker)"]
+    assert box["usage"]["1d"]["gpu_hours"] == pytest.approx(1.0)
+    assert [g["gpu"] for g in box["gpus_now"]] == [3]
 
 
 def test_a_bad_window_is_a_clear_400(client: FlaskClient) -> None:

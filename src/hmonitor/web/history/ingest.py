@@ -10,7 +10,7 @@ from typing import Any
 
 from hmonitor._pb.hm_pb2 import ProcInfo
 from hmonitor.web.hoststate import HostSample
-from hmonitor.wire import owner_label
+from hmonitor.wire import proc_owner
 
 from ._core import _Core
 from ._layout import (
@@ -176,7 +176,7 @@ class _Ingest(_Core):
                         cur[2] = min(cur[2] + mem, _I64_MAX)
                         cur[3] = max(cur[3], p.utilization)
                         continue
-                    uname = owner_label(p.username, p.uid)
+                    uname = proc_owner(p)  # a container, or its rootless owner, not "root"
                     uid = users.get(uname)
                     if uid is None:
                         uid = self._id(users, "user", uname)

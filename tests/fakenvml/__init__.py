@@ -21,19 +21,22 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "LIB_NAME",
     "NVML_ERROR_DRIVER_NOT_LOADED",
     "NVML_ERROR_LIB_RM_VERSION_MISMATCH",
     "NVML_ERROR_NO_PERMISSION",
+    "OLDEST_BINDING",
     "PROBE",
     "SOURCE",
     "FakeGpu",
     "FakeMig",
     "FakeProc",
+    "binding_dir",
     "build_library",
+    "consumer_gpu",
     "mig_uuid_for",
     "nvml_env",
     "pci_for",
@@ -41,6 +44,10 @@ __all__ = [
     "uuid_for",
     "write_config",
 ]
+
+# Where `make test` installs the oldest nvidia-ml-py we support (pip install --target).
+MIN_DIR_ENV = "HMONITOR_PYNVML_MIN_DIR"
+OLDEST_BINDING = "12.560.30"
 
 SOURCE = Path(__file__).with_name("fakenvml.c")
 # A script that prints, as JSON, what the binding reads through the fake (see its docstring).
@@ -130,6 +137,33 @@ class FakeGpu:
     # (as for everyone else; processes are then listed per MIG device only).
     mig_parent_procs: bool = False
     mig: list[FakeMig] = field(default_factory=list)
+
+
+def consumer_gpu(**fields: Any) -> FakeGpu:
+    """A GPU that reports none of the datacenter extras: no power, clocks, throttle reasons,
+    ECC or row remapping, and no MIG (a GeForce card, as far as NVML tells)."""
+    bare: dict[str, Any] = {
+        "power_mw": None, "power_limit_mw": None, "sm_clock_mhz": None, "mem_clock_mhz": None,
+        "throttle_reasons": None, "ecc": None, "remapped_rows": None, "mig_mode": "none",
+    }
+    return FakeGpu(**{**bare, **fields})
+
+
+def binding_dir(which: str) -> Path | None:
+    """The pynvml binding a test runs against: None for the installed one; for "oldest", the
+    directory named by $HMONITOR_PYNVML_MIN_DIR (the test is skipped when it is unset)."""
+    if which == "installed":
+        return None
+    import pytest  # noqa: PLC0415 - only the tests choose bindings
+
+    min_dir = os.environ.get(MIN_DIR_ENV)
+    if not min_dir:
+        pytest.skip(f"{MIN_DIR_ENV} is not set; to test the oldest supported binding: "
+                    f"pip install --target DIR nvidia-ml-py=={OLDEST_BINDING}")
+    path = Path(min_dir).absolute()
+    # Set but wrong is a broken CI setup, not a reason to skip quietly.
+    assert (path / "pynvml.py").is_file(), f"{MIN_DIR_ENV}={min_dir} has no pynvml.py"
+    return path
 
 
 def uuid_for(index: int) -> str:

@@ -22,11 +22,14 @@ import pytest
 from fakenvml import (
     LIB_NAME,
     NVML_ERROR_DRIVER_NOT_LOADED,
+    OLDEST_BINDING,
     PROBE,
     FakeGpu,
     FakeMig,
     FakeProc,
+    binding_dir,
     build_library,
+    consumer_gpu,
     mig_uuid_for,
     nvml_env,
     pci_for,
@@ -34,8 +37,6 @@ from fakenvml import (
     write_config,
 )
 
-OLDEST_BINDING = "12.560.30"
-MIN_DIR_ENV = "HMONITOR_PYNVML_MIN_DIR"
 NVML_UNINITIALIZED = 1
 NO_INSTANCE = 0xFFFFFFFF  # GPU/compute instance id of a process when MIG is off
 GiB = 1 << 30
@@ -140,18 +141,7 @@ class Probe:
 
 @pytest.fixture(params=["installed", "oldest"])
 def probe(request: pytest.FixtureRequest, fake_nvml_lib: Path, tmp_path: Path) -> Probe:
-    if request.param == "installed":
-        return Probe(fake_nvml_lib, tmp_path / "gpus.txt", None)
-    min_dir = os.environ.get(MIN_DIR_ENV)
-    if not min_dir:
-        pytest.skip(
-            f"{MIN_DIR_ENV} is not set; to test the oldest supported binding: "
-            f"pip install --target DIR nvidia-ml-py=={OLDEST_BINDING}"
-        )
-    path = Path(min_dir).absolute()
-    # Set but wrong is a broken CI setup, not a reason to skip quietly.
-    assert (path / "pynvml.py").is_file(), f"{MIN_DIR_ENV}={min_dir} has no pynvml.py"
-    return Probe(fake_nvml_lib, tmp_path / "gpus.txt", path)
+    return Probe(fake_nvml_lib, tmp_path / "gpus.txt", binding_dir(request.param))
 
 
 def test_gpus_report_configured_values(probe: Probe) -> None:
@@ -365,17 +355,7 @@ def test_power_clocks_throttle_and_memory_errors(probe: Probe) -> None:
                 remapped_rows=None,  # row remapping came with Ampere
                 mig_mode="none",
             ),
-            FakeGpu(
-                name="NVIDIA GeForce RTX 4090",
-                power_mw=None,
-                power_limit_mw=None,
-                sm_clock_mhz=None,
-                mem_clock_mhz=None,
-                throttle_reasons=None,
-                ecc=None,
-                remapped_rows=None,
-                mig_mode="none",
-            ),
+            consumer_gpu(name="NVIDIA GeForce RTX 4090"),
             FakeGpu(remapped_rows=(5, 1)),
         ],
         cuda_version=12040,

@@ -20,10 +20,19 @@ from typing import Any
 
 import pytest
 from agentproc import start_agent
-from fakenvml import FakeGpu, FakeMig, FakeProc, mig_uuid_for, nvml_env, pci_for, uuid_for
+from fakenvml import (
+    FakeGpu,
+    FakeMig,
+    FakeProc,
+    binding_dir,
+    consumer_gpu,
+    mig_uuid_for,
+    nvml_env,
+    pci_for,
+    uuid_for,
+)
 from fakenvml import write_config as write_fake_config
 
-MIN_DIR_ENV = "HMONITOR_PYNVML_MIN_DIR"
 GiB = 1 << 30
 MiB = 1 << 20
 
@@ -107,14 +116,7 @@ class Reader:
 
 @pytest.fixture(params=["installed", "oldest"])
 def reader(request: pytest.FixtureRequest, fake_nvml_lib: Path, tmp_path: Path) -> Reader:
-    if request.param == "installed":
-        return Reader(fake_nvml_lib, tmp_path / "gpus.txt", None)
-    min_dir = os.environ.get(MIN_DIR_ENV)
-    if not min_dir:
-        pytest.skip(f"{MIN_DIR_ENV} is not set (the oldest supported binding's directory)")
-    path = Path(min_dir).absolute()
-    assert (path / "pynvml.py").is_file(), f"{MIN_DIR_ENV}={min_dir} has no pynvml.py"
-    return Reader(fake_nvml_lib, tmp_path / "gpus.txt", path)
+    return Reader(fake_nvml_lib, tmp_path / "gpus.txt", binding_dir(request.param))
 
 
 def facts(gpu: dict[str, Any]) -> dict[str, Any]:
@@ -204,19 +206,7 @@ def test_every_fact_of_each_gpu(reader: Reader) -> None:
 def test_absent_values_read_as_none_and_the_gpu_stays(reader: Reader) -> None:
     reader.write(
         [
-            FakeGpu(
-                name="NVIDIA GeForce RTX 4090",
-                util=30,
-                fan=55,
-                power_mw=None,
-                power_limit_mw=None,
-                sm_clock_mhz=None,
-                mem_clock_mhz=None,
-                throttle_reasons=None,
-                ecc=None,
-                remapped_rows=None,
-                mig_mode="none",
-            ),
+            consumer_gpu(name="NVIDIA GeForce RTX 4090", util=30, fan=55),
             FakeGpu(lost="query"),
         ]
     )
@@ -331,16 +321,7 @@ def test_facts_over_grpc(fake_nvml_lib: Path, tmp_path: Path) -> None:
                 config,
                 [
                     FakeGpu(throttle_reasons=0x4, ecc=(3, 1), remapped_rows=(2, 0)),
-                    FakeGpu(
-                        power_mw=None,
-                        power_limit_mw=None,
-                        sm_clock_mhz=None,
-                        mem_clock_mhz=None,
-                        throttle_reasons=None,
-                        ecc=None,
-                        remapped_rows=None,
-                        mig_mode="none",
-                    ),
+                    consumer_gpu(),
                     FakeGpu(
                         mig_mode="on",
                         mig=[FakeMig(gpu_instance=3, mem_used=2 * GiB)],

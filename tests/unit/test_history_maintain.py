@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from builders import GIB, H200, MIB, down, gpu, host_info, proc, up
+from historykit import ingest_with_failing_maintenance
 
 from hmonitor._pb import hm_pb2
 from hmonitor.web.history import MaintainReport, SqliteHistory
@@ -210,27 +211,7 @@ def test_interrupted_maintenance_repeats_nothing_and_loses_nothing(
     small_pieces(monkeypatch)
     s = SqliteHistory(tmp_path / "pieces.db", raw_days=1 / 24)
     # Every 7th watermark write fails: the piece around it must vanish without a trace.
-    calls = {"n": 0, "on": False, "failed": 0}
-    real_set_meta = SqliteHistory._set_meta
-
-    def failing_set_meta(conn: sqlite3.Connection, key: str, value: int) -> None:
-        if calls["on"]:
-            calls["n"] += 1
-            if calls["n"] % 7 == 0:
-                raise sqlite3.OperationalError("injected failure")
-        real_set_meta(conn, key, value)
-
-    monkeypatch.setattr(SqliteHistory, "_set_meta", staticmethod(failing_set_meta))
-    for i in range(n):
-        s.ingest(states[i], T0 + 10 * i)
-        if i % 3 == 0:
-            calls["on"] = True
-            try:
-                s.maintain(T0 + 10 * i, budget_s=0)
-            except sqlite3.OperationalError:
-                calls["failed"] += 1
-            calls["on"] = False
-    assert calls["failed"] > 20
+    assert ingest_with_failing_maintenance(monkeypatch, s, states, T0, fail_every=7) > 20
     assert s.maintain(end).done and s.maintain(end).done
     s.close()
     assert table_rows(tmp_path / "pieces.db") == table_rows(tmp_path / "ref.db")

@@ -18,6 +18,8 @@ from types import FrameType
 
 from hmonitor import __version__
 from hmonitor.agent import server as srv
+from hmonitor.agent.metrics import build_registry
+from hmonitor.agent.metrics_http import MetricsServer, start_metrics_server
 from hmonitor.agent.snapshot import Collector, Sources
 from hmonitor.agent.sources import netinfo
 from hmonitor.agent.sources.accounts import ShadowExpiry
@@ -140,6 +142,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env("GOHM_NO_CMDLINE", "") not in ("1", "true", "yes"),
         help="send no process command lines, for privacy (arguments can hold paths, "
         "hostnames or keys) [env GOHM_NO_CMDLINE=1]",
+    )
+    a(
+        "--metrics-addr",
+        default=_env("GOHM_METRICS_ADDR"),
+        metavar="HOST:PORT",
+        help="also serve Prometheus metrics at http(s)://HOST:PORT/metrics, behind the same "
+        "allow-list, TLS and token (Authorization: Bearer) [env GOHM_METRICS_ADDR; default off]",
+    )
+    a(
+        "--metrics-pids",
+        action="store_true",
+        default=_env("GOHM_METRICS_PIDS", "") in ("1", "true", "yes"),
+        help="add per-process series to the metrics (one per GPU process: many short-lived "
+        "series) [env GOHM_METRICS_PIDS=1]",
     )
     a("--workers", type=int, default=4, help="gRPC worker threads [%(default)s]")
     a("--log-level", default=_env("GOHM_LOG_LEVEL", "INFO"), help="[%(default)s]")
@@ -317,6 +333,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         print(f"hmonitor: {err}", file=sys.stderr)
         return 1
+    metrics: MetricsServer | None = None
+    if args.metrics_addr:
+        registry = build_registry(collector.snapshot, collector.stats, pids=args.metrics_pids)
+        try:
+            metrics, metrics_port = start_metrics_server(
+                args.metrics_addr, registry, allow, token=token, tls=tls
+            )
+        except (srv.BindError, ValueError, OSError) as err:
+            print(f"hmonitor: metrics: {err}", file=sys.stderr)
+            server.stop(grace=None)
+            collector.close()
+            return 1
+        log.info(
+            "metrics on %s://%s/metrics (port %d)%s",
+            "https" if tls else "http",
+            args.metrics_addr,
+            metrics_port,
+            ", with per-process series" if args.metrics_pids else "",
+        )
     log.info(
         "hmonitor %s serving on %s (port %d), allow %s%s%s",
         __version__,
@@ -332,6 +367,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     watchdog = threading.Timer(STOP_DEADLINE_S, os._exit, args=(0,))
     watchdog.daemon = True
     watchdog.start()
+    if metrics is not None:
+        metrics.shutdown()
+        metrics.server_close()
     server.stop(grace=1.0).wait()
     collector.close()
     return 0

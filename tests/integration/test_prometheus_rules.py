@@ -89,3 +89,13 @@ def test_a_broken_rule_fails_the_unit_tests(tmp_path: Path) -> None:
     (tmp_path / "alerts.yml").write_text(rules.replace(">= 85", ">= 84"))
     done = promtool("test", "rules", "alerts_test.yml", cwd=tmp_path)
     assert done.returncode != 0
+
+
+def test_the_docs_list_every_alert_and_the_commands() -> None:
+    doc = (ROOT / "docs" / "prometheus.md").read_text()
+    rules = (DEPLOY / "alerts.yml").read_text()
+    for line in rules.splitlines():
+        if line.strip().startswith("- alert:"):
+            assert f"`{line.split(':', 1)[1].strip()}`" in doc
+    assert "python -m hmonitor.web.prom_targets --settings" in doc
+    assert "promtool test rules" in doc and "12239" in doc

@@ -1,0 +1,216 @@
+"""The real agent's /metrics on the fake libnvidia-ml.so.1, scraped over HTTP(S) on loopback."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from agentproc import Agent, free_port, start_agent
+from fakenvml import NVML_ERROR_DRIVER_NOT_LOADED, FakeGpu, FakeProc, nvml_env, write_config
+from prometheus_client.parser import text_string_to_metric_families
+
+GIB = 1 << 30
+MIB = 1 << 20
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+class MetricsAgent:
+    """Starts agents on the fake NVML with /metrics on a free port of 127.0.0.1."""
+
+    def __init__(self, workdir: Path, lib: Path) -> None:
+        self.workdir, self.lib = workdir, lib
+        self.config = workdir / "gpus.txt"
+        self.started: list[tuple[Agent, int]] = []
+
+    def __call__(
+        self, gpus: list[FakeGpu], *args: str, env: dict[str, str] | None = None,
+        init_error: int = 0,
+    ) -> tuple[Agent, str]:
+        write_config(self.config, gpus, init_error=init_error)
+        full_env = nvml_env(self.lib, self.config)
+        full_env.update(env or {})
+        port = free_port()
+        agent = start_agent(
+            self.workdir,
+            ["--cache-ttl", "0.2", "--metrics-addr", f"127.0.0.1:{port}", *args],
+            env=full_env,
+        )
+        self.started.append((agent, port))
+        _wait_port(agent, port)
+        return agent, f"127.0.0.1:{port}"
+
+
+def _wait_port(agent: Agent, port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        assert agent.proc.poll() is None, agent.output()
+        time.sleep(0.05)
+    raise AssertionError(f"metrics port {port} never listened:\n{agent.output()}")
+
+
+@pytest.fixture
+def run_agent(tmp_path: Path, fake_nvml_lib: Path) -> Iterator[MetricsAgent]:
+    factory = MetricsAgent(tmp_path, fake_nvml_lib)
+    yield factory
+    for agent, _ in factory.started:
+        agent.stop()
+
+
+def get(url: str, *, headers: dict[str, str] | None = None,
+        context: ssl.SSLContext | None = None) -> tuple[int, str, dict[str, str]]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10, context=context) as resp:
+            body = resp.read()
+            if resp.headers.get("Content-Encoding") == "gzip":
+                body = gzip.decompress(body)
+            return resp.status, body.decode(), dict(resp.headers)
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode(), dict(err.headers)
+
+
+def samples(text: str) -> Samples:
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
+
+
+def names(found: Samples) -> set[str]:
+    return {n for n, _ in found}
+
+
+def one(found: Samples, name: str, **labels: str) -> float:
+    return found[(name, frozenset(labels.items()))]
+
+
+def test_scrape_matches_get_info(run_agent: MetricsAgent) -> None:
+    sleeper = subprocess.Popen(["sleep", "300"])
+    try:
+        agent, addr = run_agent([
+            FakeGpu(name="NVIDIA A100-SXM4-80GB", util=37, temp=51, mem_total=80 * GIB,
+                    mem_used=21 * GIB, power_mw=250_500, sm_clock_mhz=1410,
+                    procs=[FakeProc(sleeper.pid, 20 * GIB, sm_util=33)]),
+            FakeGpu(lost="handle"),
+        ])
+        info = agent.get_info()
+        status, text, headers = get(f"http://{addr}/metrics")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert status == 200 and headers["Content-Type"].startswith("text/plain")
+    found = samples(text)
+    g = info.gpus[0]
+    dcgm = {"gpu": "0", "UUID": g.uuid, "device": "nvidia0", "modelName": g.name,
+            "hostname": info.hostname}
+    assert one(found, "DCGM_FI_DEV_GPU_UTIL", **dcgm) == g.utilization == 37
+    assert one(found, "DCGM_FI_DEV_GPU_TEMP", **dcgm) == g.temp == 51
+    assert one(found, "DCGM_FI_DEV_FB_USED", **dcgm) == g.mem_used // MIB == 21 * 1024
+    assert one(found, "DCGM_FI_DEV_FB_TOTAL", **dcgm) == 80 * 1024
+    assert one(found, "DCGM_FI_DEV_POWER_USAGE", **dcgm) == g.power_mw / 1000 == 250.5
+    assert one(found, "DCGM_FI_DEV_SM_CLOCK", **dcgm) == 1410
+    own = {"gpu": "0", "uuid": g.uuid, "model": g.name}
+    assert one(found, "hmonitor_gpu_memory_used_bytes", **own) == 21 * GIB
+    assert one(found, "hmonitor_gpu_utilization_ratio", **own) == pytest.approx(0.37)
+    (p,) = g.procs
+    assert one(found, "hmonitor_gpu_user_memory_bytes", gpu="0", user=p.username) == 20 * GIB
+    assert one(found, "hmonitor_gpu_user_processes", gpu="0", user=p.username) == 1
+    assert one(found, "hmonitor_gpu_up", gpu="0", error="") == 1
+    lost = info.gpus[1]
+    assert lost.name.startswith("GPU lost:")
+    assert one(found, "hmonitor_gpu_up", gpu="1", error=lost.name) == 0
+    assert one(found, "hmonitor_nvml_up") == 1
+    assert one(found, "hmonitor_source_success", source="gpus") == 1
+    assert one(found, "hmonitor_build_info", version=info.agent_version,
+               driver_version=info.driver_version, cuda_version=info.cuda_version) == 1
+    for d in info.disks:
+        assert one(found, "hmonitor_disk_total_bytes", mount=d.mount, device=d.device) == d.total
+    assert "hmonitor_process_gpu_memory_bytes" not in names(found)  # off by default
+    # only /metrics; gzip and OpenMetrics when asked
+    assert get(f"http://{addr}/")[0] == 404
+    status, om, headers = get(f"http://{addr}/metrics", headers={
+        "Accept": "application/openmetrics-text; version=1.0.0", "Accept-Encoding": "gzip"})
+    assert status == 200 and headers["Content-Encoding"] == "gzip"
+    assert headers["Content-Type"].startswith("application/openmetrics-text")
+    assert om.rstrip().endswith("# EOF")
+
+
+def test_per_pid_series_when_asked(run_agent: MetricsAgent) -> None:
+    sleeper = subprocess.Popen(["sleep", "300"])
+    try:
+        agent, addr = run_agent([FakeGpu(procs=[FakeProc(sleeper.pid, 3 * GIB)])],
+                                "--metrics-pids")
+        (p,) = agent.get_info().gpus[0].procs
+        found = samples(get(f"http://{addr}/metrics")[1])
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert one(found, "hmonitor_process_gpu_memory_bytes", gpu="0", pid=str(sleeper.pid),
+               user=p.username, command="sleep") == 3 * GIB
+
+
+def test_missing_nvml_is_a_successful_scrape(run_agent: MetricsAgent) -> None:
+    _, addr = run_agent([FakeGpu()], init_error=NVML_ERROR_DRIVER_NOT_LOADED)
+    status, text, _ = get(f"http://{addr}/metrics")
+    assert status == 200
+    found = samples(text)
+    assert one(found, "hmonitor_nvml_up") == 0
+    assert one(found, "hmonitor_source_success", source="gpus") == 0
+    assert not any(n.startswith("DCGM_") for n in names(found))
+
+
+def test_allow_list_refuses_with_403(run_agent: MetricsAgent) -> None:
+    agent, addr = run_agent([FakeGpu()], "--allow", "10.0.0.0/8")
+    status, text, _ = get(f"http://{addr}/metrics")
+    assert status == 403 and "hmonitor_" not in text and "DCGM" not in text
+    assert agent.proc.poll() is None
+
+
+def test_token_needs_bearer(run_agent: MetricsAgent) -> None:
+    _, addr = run_agent([FakeGpu()], env={"GOHM_TOKEN": "s3cret"})
+    url = f"http://{addr}/metrics"
+    status, text, headers = get(url)
+    assert status == 401 and "hmonitor_" not in text and headers["WWW-Authenticate"] == "Bearer"
+    assert get(url, headers={"Authorization": "Bearer wrong"})[0] == 401
+    assert get(url, headers={"Authorization": "Basic czNjcmV0"})[0] == 401
+    status, text, _ = get(url, headers={"Authorization": "Bearer s3cret"})
+    assert status == 200 and "hmonitor_gpu_up" in text
+
+
+@pytest.fixture(scope="module")
+def server_cert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    d = tmp_path_factory.mktemp("metrics-pki")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key",
+         "-out", "server.pem", "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        cwd=d, check=True, capture_output=True,
+    )
+    return d
+
+
+def test_tls_serves_https_only(run_agent: MetricsAgent, server_cert: Path) -> None:
+    agent, addr = run_agent([FakeGpu()], "--tls-cert", str(server_cert / "server.pem"),
+                            "--tls-key", str(server_cert / "server.key"))
+    ctx = ssl.create_default_context(cafile=str(server_cert / "server.pem"))
+    status, text, _ = get(f"https://{addr}/metrics", context=ctx)
+    assert status == 200 and "hmonitor_gpu_up" in text
+    with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
+        get(f"http://{addr}/metrics")  # plain HTTP to a TLS port: no answer
+    assert get(f"https://{addr}/metrics", context=ctx)[0] == 200  # and still serving
+    assert agent.proc.poll() is None

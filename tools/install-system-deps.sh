@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Debian/Ubuntu packages the test suite needs: gcc (fake NVML library), Chromium (browser tests),
-# openssl (certificates for the TLS tests), prometheus (promtool: metrics and alert rules), and
-# for the single executable: Debian's python3 with venv, patchelf, binutils, debootstrap and its
-# keyring.
+# openssl (certificates for the TLS tests), prometheus and victoria-metrics (metrics, alert rules,
+# the Prometheus history backend), and for the single executable: Debian's python3 with venv,
+# patchelf, binutils, debootstrap and its keyring.
 # Installs only what is missing; uses sudo when not root.
 set -euo pipefail
 
@@ -22,7 +22,8 @@ have unshare || need+=(util-linux)
 have getent || need+=(libc-bin)
 have openssl || need+=(openssl)
 have useradd || need+=(passwd)
-have promtool || need+=(prometheus)  # promtool checks the metrics and the shipped alert rules
+have promtool || need+=(prometheus)  # promtool and the server: metrics, alert rules, history
+have victoria-metrics || need+=(victoria-metrics)  # the history backend against a second PromQL store
 
 if [ ${#need[@]} -eq 0 ]; then
     echo "system packages: all present"

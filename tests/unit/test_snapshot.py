@@ -15,7 +15,7 @@ from hmonitor._pb import hm_pb2
 from hmonitor.agent.cli import build_parser
 from hmonitor.agent.snapshot import Collector, Sources
 from hmonitor.agent.sources.accounts import ShadowExpiry
-from hmonitor.agent.sources.disks import DiskSource
+from hmonitor.agent.sources.disks import DiskScan, DiskSource
 from hmonitor.agent.sources.gpu import GpuProcess, GpuReading, GpuSystem, GpuUnavailable
 from hmonitor.agent.sources.hostload import HostLoadReader
 from hmonitor.agent.sources.procs import ProcReader
@@ -241,3 +241,24 @@ def test_the_no_cmdline_flag_and_its_variable(monkeypatch: pytest.MonkeyPatch) -
     assert build_parser().parse_args(["--no-cmdline"]).cmdline is False
     monkeypatch.setenv("GOHM_NO_CMDLINE", "1")
     assert build_parser().parse_args([]).cmdline is False
+
+
+class HungMount(DiskSource):
+    """One mount answers, one hangs: the scan goes on and says which."""
+
+    def read(self) -> DiskScan:
+        return DiskScan([], ["disk /mnt/nfs: no answer within 2 s (hung mount?)"])
+
+
+def test_a_hung_mount_marks_the_disks_source_failed_until_it_answers(tmp_path: Path) -> None:
+    mounts = tmp_path / "mounts"
+    mounts.write_text("")
+    sources = Sources(gpus=CountingGpus(), disks=HungMount(mounts))
+    collector = Collector(sources)
+    info = collector.collect()
+    assert "/mnt/nfs: no answer" in info.err and len(info.gpus) == 1
+    assert not collector.stats["disks"].ok
+    assert collector.stats["disks"].error.startswith("disk /mnt/nfs")
+    sources.disks = DiskSource(mounts)  # the mount answers again
+    collector.collect()
+    assert collector.stats["disks"].ok and collector.stats["disks"].error == ""

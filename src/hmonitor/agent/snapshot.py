@@ -144,6 +144,11 @@ class Collector:
             info.gpus.append(self._gpu_info(gpu))
         scan = self._run("disks", self._src.disks.read, DiskScan([], []), errors)
         errors.extend(scan.errors)
+        if scan.errors:
+            # A hung or failing mount: the scan went on without it, but the source did not
+            # fully work (hmonitor_source_success{source="disks"} reads 0).
+            stat = self.stats["disks"]
+            stat.ok, stat.error = False, "; ".join(scan.errors)
         for disk in scan.disks:
             info.disks.add(device=disk.device, mount=disk.mount, used=disk.used, total=disk.total)
         info.err = "; ".join(errors)

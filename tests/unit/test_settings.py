@@ -325,3 +325,55 @@ def test_any_settings_file_loads_or_names_its_bad_key(
         value = getattr(loaded, name)
         assert value > 0 and math.isfinite(value)
     assert 0 <= loaded.idle_util_threshold <= 100
+
+
+def test_the_prometheus_history_keys_are_read(tmp_path: Path) -> None:
+    (tmp_path / "prom.token").write_text("abc123\n")
+    path = write(tmp_path, BASE + 'history_backend = "prometheus"\n'
+                 'prometheus_url = "https://prom.example:9090/prefix/"\n'
+                 'prometheus_bearer_token_file = "prom.token"\nprometheus_timeout = 2\n')
+    loaded = load_settings(path)
+    assert loaded.history_backend == "prometheus"
+    assert loaded.prometheus_url == "https://prom.example:9090/prefix"
+    assert loaded.prometheus_bearer_token_file == tmp_path / "prom.token"
+    assert loaded.prometheus_timeout == 2.0
+    assert loaded.prometheus_username is None and loaded.prometheus_password is None
+    basic = load_settings(write(tmp_path, BASE + 'prometheus_url = "http://p:9090"\n'
+                                'prometheus_username = "ann"\nprometheus_password = "pw"\n'))
+    assert (basic.prometheus_username, basic.prometheus_password) == ("ann", "pw")
+    assert basic.history_backend == "sqlite" and basic.prometheus_timeout == 5.0
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "problem"),
+    [
+        ('history_backend = "influx"\n', "history_backend", "is not one of 'sqlite', 'prom"),
+        ('history_backend = "prometheus"\n', "history_backend", "set prometheus_url too"),
+        ('prometheus_url = "prom:9090"\n', "prometheus_url", "not an http:// or https:// URL"),
+        ('prometheus_url = "http://p:99999"\n', "prometheus_url", "bad URL"),
+        ('prometheus_url = "http://p:9090/?x=1"\n', "prometheus_url", "no ?query"),
+        ('prometheus_url = "http://u:hunter2@p:9090"\n', "prometheus_url", "holds a password"),
+        ('prometheus_timeout = 0\n', "prometheus_timeout", "greater than 0"),
+        ('prometheus_username = "ann"\n', "prometheus_username", "needs prometheus_password"),
+        ('prometheus_password = "pw"\n', "prometheus_password", "needs prometheus_username"),
+        ('prometheus_bearer_token_file = "nope"\n', "prometheus_bearer_token_file",
+         "no such file"),
+        ('prometheus_bearer_token_file = "empty"\n', "prometheus_bearer_token_file",
+         "must hold one token"),
+        ('prometheus_bearer_token_file = "tok"\nprometheus_username = "a"\n'
+         'prometheus_password = "b"\n', "prometheus_username", "not both"),
+    ],
+)
+def test_a_bad_prometheus_key_is_named(
+    tmp_path: Path, text: str, key: str, problem: str
+) -> None:
+    (tmp_path / "empty").write_text(" \n")
+    (tmp_path / "tok").write_text("t0k")
+    path = write(tmp_path, BASE + text)
+    line = next(n for n, row in enumerate((BASE + text).splitlines(), 1) if row.startswith(key))
+    with pytest.raises(SettingsError) as caught:
+        load_settings(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}:{line}: {key}: ") and problem in message
+    assert len(message.splitlines()) == 1 and "hunter2" not in message
+    assert caught.value.key == key

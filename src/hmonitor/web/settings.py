@@ -21,6 +21,8 @@ from typing import Any
 
 from hmonitor.web.settings_checks import (
     check_address,
+    check_history_backend,
+    check_http_url,
     check_percent,
     check_positive,
     check_rate,
@@ -73,6 +75,12 @@ class Settings:
     idle_minutes: float = 120.0
     data_dir: Path | None = None
     failed_login_limit: str = DEFAULT_FAILED_LOGIN_LIMIT
+    history_backend: str = "sqlite"  # or "prometheus": pages read the history from there
+    prometheus_url: str | None = None  # the PromQL HTTP API's base, e.g. http://prom:9090
+    prometheus_bearer_token_file: Path | None = None
+    prometheus_username: str | None = None  # basic auth, with prometheus_password
+    prometheus_password: str | None = None
+    prometheus_timeout: float = 5.0  # seconds: the deadline of every query
 
     @property
     def tls(self) -> bool:
@@ -84,6 +92,8 @@ KNOWN_KEYS: tuple[str, ...] = (
     "servers", "token", "secret", "interval", "timeout", "agent_token", "tls_ca", "tls_cert",
     "tls_key", "tls_server_name", "session_lifetime", "history_addr", "history_raw_days",
     "history_keep_days", "idle_util_threshold", "idle_minutes", "data_dir", "failed_login_limit",
+    "history_backend", "prometheus_url", "prometheus_bearer_token_file", "prometheus_username",
+    "prometheus_password", "prometheus_timeout",
 )
 
 
@@ -233,7 +243,7 @@ def _validate(
 
     _optional(namespace, "secret", values, problems, check_secret)
     for key in ("interval", "timeout", "session_lifetime", "history_raw_days",
-                "history_keep_days", "idle_minutes"):
+                "history_keep_days", "idle_minutes", "prometheus_timeout"):
         _optional(namespace, key, values, problems, check_positive)
     _optional(namespace, "idle_util_threshold", values, problems, check_percent)
     _optional(namespace, "agent_token", values, problems, check_str)
@@ -243,6 +253,11 @@ def _validate(
         _optional(namespace, key, values, problems, file_checker(folder))
     _optional(namespace, "data_dir", values, problems, dir_checker(folder))
     _optional(namespace, "failed_login_limit", values, problems, check_rate)
+    _optional(namespace, "history_backend", values, problems, check_history_backend)
+    _optional(namespace, "prometheus_url", values, problems, check_http_url)
+    _optional(namespace, "prometheus_bearer_token_file", values, problems, file_checker(folder))
+    for key in ("prometheus_username", "prometheus_password"):
+        _optional(namespace, key, values, problems, check_str)
 
     # Keys that only make sense together.
     if ("tls_cert" in values) != ("tls_key" in values):
@@ -250,6 +265,7 @@ def _validate(
         problems.add(lack, f"missing: {have} is set, and a client certificate needs both")
     if values.get("tls_server_name") and not ("tls_ca" in values or "tls_cert" in values):
         problems.add("tls_server_name", "only applies over TLS: set tls_ca (and tls_cert/tls_key)")
+    check_prometheus(namespace, values, problems)
     raw, keep = values.get("history_raw_days"), values.get("history_keep_days")
     if raw is not None and keep is not None and keep < raw:
         problems.add("history_keep_days", f"({keep:g}) is shorter than history_raw_days ({raw:g})")
@@ -257,6 +273,31 @@ def _validate(
     problems.raise_if_any()
     values.setdefault("data_dir", folder)
     return Settings(path=file, **values)
+
+
+def check_prometheus(
+    namespace: Mapping[str, Any], values: Mapping[str, Any], problems: _Problems
+) -> None:
+    """The prometheus_* keys that only make sense together."""
+    if values.get("history_backend") == "prometheus" and "prometheus_url" not in namespace:
+        problems.add("history_backend",
+                     "is 'prometheus': set prometheus_url too (e.g. 'http://prometheus:9090')")
+    user, password = "prometheus_username", "prometheus_password"
+    if (user in values) != (password in values):
+        have, lack = (user, password) if user in values else (password, user)
+        problems.add(have, f"needs {lack} too (basic auth)")
+    if user in values and "prometheus_bearer_token_file" in values:
+        problems.add(user, "set either basic auth or prometheus_bearer_token_file, not both")
+    token_file = values.get("prometheus_bearer_token_file")
+    if token_file is not None:
+        try:
+            token = Path(token_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as err:
+            problems.add("prometheus_bearer_token_file", f"cannot read {token_file}: {err}")
+        else:
+            if not token or any(c.isspace() for c in token):
+                problems.add("prometheus_bearer_token_file",
+                             f"{token_file} must hold one token, without spaces")
 
 
 def check_unknown_names(

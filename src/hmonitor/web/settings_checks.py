@@ -8,12 +8,15 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from limits import parse_many as parse_rates
 
 __all__ = [
     "as_path",
     "check_address",
+    "check_history_backend",
+    "check_http_url",
     "check_percent",
     "check_positive",
     "check_rate",
@@ -97,6 +100,35 @@ def check_address(value: Any) -> str:
     except ValueError as err:
         raise ValueError(f"bad address {text!r}: {err}") from None
     return text
+
+
+HISTORY_BACKENDS = ("sqlite", "prometheus")
+
+
+def check_history_backend(value: Any) -> str:
+    text = check_str(value)
+    if text not in HISTORY_BACKENDS:
+        raise ValueError(f"{describe(text)} is not one of " + ", ".join(
+            repr(b) for b in HISTORY_BACKENDS))
+    return text
+
+
+def check_http_url(value: Any) -> str:
+    """An http(s) URL with a host, such as 'http://prometheus:9090' (a path prefix is kept)."""
+    text = check_str(value).strip()
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as err:
+        raise ValueError(f"bad URL: {err}") from None
+    del port
+    if parts.password is not None:  # checked first: the messages below echo the URL
+        raise ValueError("holds a password: use prometheus_username and prometheus_password")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{describe(text)} is not an http:// or https:// URL with a host")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{describe(text)}: no ?query or #fragment, only the base URL")
+    return text.rstrip("/")
 
 
 def check_rate(value: Any) -> str:

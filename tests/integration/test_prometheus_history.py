@@ -15,12 +15,16 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from agentproc import free_port, start_agent
 from fakenvml import FakeGpu, FakeProc, nvml_env, write_config
+from webkit import BEARER, login, make_app
+from werkzeug.test import TestResponse
 
 from hmonitor.web.history.prometheus import HistoryUnavailable, PrometheusHistory
+from hmonitor.web.state import get_state
 
 GIB = 1 << 30
 HOST = "gpu-a"
@@ -229,3 +233,50 @@ def test_credentials_are_sent() -> None:
     assert seen == ["Bearer tok", "Basic YW5uOnB3"]
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(url, timeout=1)
+
+
+def _json(resp: TestResponse) -> Any:
+    body = resp.get_json()
+    assert body is not None, resp.text
+    return body
+
+
+def test_the_dashboard_reads_its_history_from_the_store(store_url: str, tmp_path: Path) -> None:
+    app = make_app(tmp_path, history_backend="prometheus", prometheus_url=store_url,
+                   prometheus_timeout=3)
+    client = app.test_client()
+    try:
+        resp = client.get(f"/api/v1/history?host={HOST}&gpu=0&metric=util&window=30&points=6",
+                          headers=BEARER)
+        assert resp.status_code == 200, resp.text
+        assert _json(resp)["v"] and all(v == pytest.approx(UTIL) for v in _json(resp)["v"])
+        resp = client.get("/api/v1/sparklines?window=1h&points=12", headers=BEARER)
+        assert resp.status_code == 200 and f"{HOST}/0" in _json(resp)["gpus"]
+        resp = client.get(f"/api/v1/history/processes?host={HOST}&gpu=0&window=30",
+                          headers=BEARER)
+        assert resp.status_code == 200 and USER in _json(resp)["users"]
+        assert get_state(app).storage_faults() == {}
+    finally:
+        get_state(app).close()
+
+
+def test_an_unreachable_store_leaves_the_pages_working(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    app = make_app(tmp_path, history_backend="prometheus", prometheus_url=url,
+                   prometheus_timeout=1)
+    client = app.test_client()
+    try:
+        resp = client.get("/api/v1/history?host=local&gpu=0&metric=util&window=1h",
+                          headers=BEARER)
+        assert resp.status_code == 200 and _json(resp)["t"] == _json(resp)["v"] == []
+        resp = client.get("/api/v1/sparklines?window=1h", headers=BEARER)
+        assert resp.status_code == 200 and _json(resp)["gpus"] == {}
+        faults = get_state(app).storage_faults()
+        assert list(faults) == [url] and "history unavailable" in faults[url]
+        login(client)
+        for page in ("/", "/users"):
+            resp = client.get(page)
+            assert resp.status_code == 200, (page, resp.text[-2000:])
+        assert "history unavailable" in client.get("/").text
+    finally:
+        get_state(app).close()

@@ -7,14 +7,17 @@ where it is kept (``app.extensions``).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
 from flask import Flask, current_app
 
-from hmonitor.web.history import HistoryBackend, IdleHog
+from hmonitor.web.history import Agg, HistoryBackend, IdleHog, JobUsage, UsageTotals
+from hmonitor.web.history.prometheus import HistoryUnavailable, PrometheusHistory
 from hmonitor.web.history.recorder import HistoryRecorder
 from hmonitor.web.hoststate import PollerLike
 from hmonitor.web.notes import NotesStore
@@ -22,7 +25,9 @@ from hmonitor.web.reports import Alert, UserReport, alerts_report, users_report
 from hmonitor.web.sessions import SessionStore
 from hmonitor.web.settings import Settings, load_settings
 
-__all__ = ["ReloadResult", "WebState", "get_state"]
+__all__ = ["GuardedHistory", "ReloadResult", "WebState", "get_state", "prometheus_history"]
+
+log = logging.getLogger(__name__)
 
 _KEY = "hmonitor"
 HOGS_TTL = 5.0  # seconds: the overview, its alerts and the users page share one query
@@ -49,6 +54,112 @@ class ReloadResult:
         return "; ".join(parts)
 
 
+def prometheus_history(settings: Settings) -> PrometheusHistory:
+    """The Prometheus backend that settings.py configures (history_backend = "prometheus")."""
+    token = None
+    if settings.prometheus_bearer_token_file is not None:
+        token = settings.prometheus_bearer_token_file.read_text(encoding="utf-8").strip()
+    return PrometheusHistory(
+        settings.prometheus_url or "", timeout=settings.prometheus_timeout, bearer_token=token,
+        username=settings.prometheus_username, password=settings.prometheus_password,
+    )
+
+
+class GuardedHistory:
+    """A remote history behind the pages: a query it cannot answer (unreachable, slow, an
+    error) gives the empty answer, so every page still renders, and is kept as ``fault`` (shown
+    with the storage faults: "history unavailable") until a query succeeds again."""
+
+    def __init__(self, inner: PrometheusHistory) -> None:
+        self.inner = inner
+        self.fault: str | None = None
+
+    def _failed(self, err: HistoryUnavailable) -> None:
+        if self.fault != str(err):
+            log.warning("history unavailable: %s", err)
+        self.fault = str(err)
+
+    def series(
+        self, host: str, gpu: int, metric: str, since: float, until: float,
+        max_points: int = 1000, agg: Agg = "avg",
+    ) -> tuple[list[float], list[float]]:
+        try:
+            out = self.inner.series(host, gpu, metric, since, until, max_points, agg)
+        except HistoryUnavailable as err:
+            self._failed(err)
+            return [], []
+        self.fault = None
+        return out
+
+    def sparklines(
+        self, window: float, now: float, points: int = 60, hosts: Iterable[str] | None = None,
+    ) -> dict[tuple[str, int], dict[str, list[float]]]:
+        try:
+            out = self.inner.sparklines(window, now, points, hosts)
+        except HistoryUnavailable as err:
+            self._failed(err)
+            return {}
+        self.fault = None
+        return out
+
+    def process_series(
+        self, host: str, gpu: int, since: float, until: float, max_points: int = 1000
+    ) -> tuple[list[float], dict[str, list[float]]]:
+        try:
+            out = self.inner.process_series(host, gpu, since, until, max_points)
+        except HistoryUnavailable as err:
+            self._failed(err)
+            return [], {}
+        self.fault = None
+        return out
+
+    def user_usage(
+        self, now: float, windows: Sequence[float]
+    ) -> dict[str, dict[float, UsageTotals]]:
+        try:
+            out = self.inner.user_usage(now, windows)
+        except HistoryUnavailable as err:
+            self._failed(err)
+            return {}
+        self.fault = None
+        return out
+
+    def job_usage(self, now: float, window: float, limit: int = 200) -> list[JobUsage]:
+        return self.inner.job_usage(now, window, limit)
+
+    def idle_hogs(
+        self, now: float, util_threshold: float = 5.0, min_seconds: float = 7200
+    ) -> list[IdleHog]:
+        try:
+            out = self.inner.idle_hogs(now, util_threshold, min_seconds)
+        except HistoryUnavailable as err:
+            self._failed(err)
+            return []
+        self.fault = None
+        return out
+
+    def host_uptime(self, host: str, since: float, until: float) -> float | None:
+        try:
+            out = self.inner.host_uptime(host, since, until)
+        except HistoryUnavailable as err:
+            self._failed(err)
+            return None
+        self.fault = None
+        return out
+
+    def gpus(self) -> list[tuple[str, int, str]]:
+        try:
+            out = self.inner.gpus()
+        except HistoryUnavailable as err:
+            self._failed(err)
+            return []
+        self.fault = None
+        return out
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 @dataclass
 class WebState:
     """Everything one app instance owns; reached from pages and API through ``get_state()``."""
@@ -62,14 +173,26 @@ class WebState:
     started_poller: bool = False
     _reload_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _hogs: tuple[float, list[IdleHog]] | None = field(default=None, repr=False)
+    _remote: GuardedHistory | None = field(default=None, repr=False)
 
     def install(self, app: Flask) -> None:
         app.extensions[_KEY] = self
 
     @property
     def backend(self) -> HistoryBackend:
-        """Where pages, API, reports and the History gRPC service read the history."""
-        return self.recorder.store
+        """Where pages, API, reports and the History gRPC service read the history: SQLite,
+        or Prometheus with ``history_backend = "prometheus"``.
+
+        With Prometheus the SQLite recorder still records: it is what finds idle GPU hogs after
+        every round with their pid and process name (the agents' families carry neither), and
+        the local copy to fall back on. A Prometheus that cannot answer gives empty answers and
+        a storage fault ("history unavailable"), never a broken page.
+        """
+        if self.settings.history_backend != "prometheus":
+            return self.recorder.store
+        if self._remote is None:
+            self._remote = GuardedHistory(prometheus_history(self.settings))
+        return self._remote
 
     def idle_hogs(self, now: float) -> list[IdleHog]:
         """Processes holding an idle GPU for long, except on GPUs in MIG mode, whose
@@ -105,6 +228,8 @@ class WebState:
         faults = {}
         if self.recorder.fault:
             faults[str(self.recorder.path)] = self.recorder.fault
+        if self._remote is not None and self._remote.fault:
+            faults[self._remote.inner.url] = f"history unavailable: {self._remote.fault}"
         for store in (self.notes.faults, self.sessions.faults):
             if store.problem:
                 faults[str(store.path)] = f"{store.path}: {store.problem}"
@@ -136,6 +261,8 @@ class WebState:
         self.notes.close()
         self.sessions.close()
         self.recorder.close()
+        if self._remote is not None:
+            self._remote.close()
 
 
 def get_state(app: Flask | None = None) -> WebState:

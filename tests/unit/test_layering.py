@@ -63,7 +63,7 @@ def modules_under(folder: str) -> list[Path]:
 
 
 @pytest.mark.parametrize(("folder", "forbidden"), [
-    ("agent", "hmonitor.web"),  # agent and dashboard share only hmonitor.wire and the stubs
+    ("agent", "hmonitor.web"),  # agent and dashboard share only wire, metricfamilies, the stubs
     ("web/pages", "hmonitor.web.api"),  # pages and API import the domain, never each other
     ("web/api", "hmonitor.web.pages"),
     ("web/history", "hmonitor.web.pages"),  # the domain never imports the presentation
@@ -75,9 +75,17 @@ def test_no_import_points_the_wrong_way(folder: str, forbidden: str) -> None:
     assert {k: v for k, v in wrong.items() if v} == {}
 
 
-def test_wire_imports_neither_program() -> None:
-    assert not {m for m in imports_of(SRC / "wire.py") if m.startswith(("hmonitor.agent",
-                                                                          "hmonitor.web"))}
+@pytest.mark.parametrize("shared", ["wire.py", "metricfamilies.py"])
+def test_shared_modules_import_neither_program(shared: str) -> None:
+    # What agent and dashboard share: the wire's rules, HostInfo -> Prometheus families.
+    assert not {m for m in imports_of(SRC / shared) if m.startswith(("hmonitor.agent",
+                                                                       "hmonitor.web"))}
+
+
+def test_the_metric_families_load_neither_program_nor_flask_nor_grpc() -> None:
+    loaded = loaded_by("hmonitor.metricfamilies")
+    assert not {n for n in loaded if n.startswith(("hmonitor.agent", "hmonitor.web"))}
+    assert not _top(loaded) & {"flask", "werkzeug", "grpc"}
 
 
 def test_the_sources_never_import_the_server() -> None:

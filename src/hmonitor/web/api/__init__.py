@@ -1,4 +1,5 @@
-"""The JSON API under ``/api/v1`` (docs/api.md): one blueprint, its routes by subject.
+"""The JSON API under ``/api/v1`` (docs/api.md): one blueprint, its routes by subject; and the
+Prometheus ``/metrics`` (``metrics.py``), on a blueprint of its own.
 
 Authentication, CSRF and the failed-attempt limit are applied to every route by the gate
 (``web/auth.py``); every answer here is JSON, errors included.
@@ -10,7 +11,7 @@ from flask import Blueprint, Flask, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
-from hmonitor.web.api import history, hosts, notes, reports
+from hmonitor.web.api import history, hosts, metrics, notes, reports
 from hmonitor.web.params import BadParam
 
 __all__ = ["register"]
@@ -27,6 +28,7 @@ def register(app: Flask) -> None:
 
     app.register_blueprint(bp)
     hosts.init_app(app)
+    metrics.register(app)  # /metrics, outside /api/v1: where Prometheus looks
 
     @app.errorhandler(HTTPException)
     def http_error(err: HTTPException) -> ResponseReturnValue:

@@ -15,7 +15,14 @@ from pathlib import Path
 
 import pytest
 from agentproc import Agent, free_port, start_agent
-from fakenvml import NVML_ERROR_DRIVER_NOT_LOADED, FakeGpu, FakeProc, nvml_env, write_config
+from fakenvml import (
+    NVML_ERROR_DRIVER_NOT_LOADED,
+    FakeGpu,
+    FakeProc,
+    nvml_env,
+    uuid_for,
+    write_config,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 GIB = 1 << 30
@@ -214,3 +221,24 @@ def test_tls_serves_https_only(run_agent: MetricsAgent, server_cert: Path) -> No
         get(f"http://{addr}/metrics")  # plain HTTP to a TLS port: no answer
     assert get(f"https://{addr}/metrics", context=ctx)[0] == 200  # and still serving
     assert agent.proc.poll() is None
+
+
+def test_a_scrape_between_collections_is_the_same_page_and_a_new_collection_shows(
+    run_agent: MetricsAgent,
+) -> None:
+    _, addr = run_agent([FakeGpu(util=11)])  # --cache-ttl 0.2
+    first = get(f"http://{addr}/metrics")[1]
+    assert one(samples(first), "hmonitor_gpu_utilization_ratio", gpu="0",
+               uuid=uuid_for(0), model="NVIDIA H200") == pytest.approx(0.11)
+    write_config(run_agent.config, [FakeGpu(util=64)])
+    deadline = time.monotonic() + 10
+    while True:  # the page is made again once the agent has collected again
+        text = get(f"http://{addr}/metrics")[1]
+        value = one(samples(text), "hmonitor_gpu_utilization_ratio", gpu="0",
+                    uuid=uuid_for(0), model="NVIDIA H200")
+        if value == pytest.approx(0.64):
+            break
+        assert value == pytest.approx(0.11) and time.monotonic() < deadline
+        time.sleep(0.05)
+    gzipped = get(f"http://{addr}/metrics", headers={"Accept-Encoding": "gzip"})
+    assert gzipped[2].get("Content-Encoding") == "gzip" and "0.64" in gzipped[1]

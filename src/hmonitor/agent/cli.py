@@ -338,7 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         registry = build_registry(collector.snapshot, collector.stats, pids=args.metrics_pids)
         try:
             metrics, metrics_port = start_metrics_server(
-                args.metrics_addr, registry, allow, token=token, tls=tls
+                args.metrics_addr, registry, allow, token=token, tls=tls,
+                snapshot=collector.snapshot,
             )
         except (srv.BindError, ValueError, OSError) as err:
             print(f"hmonitor: metrics: {err}", file=sys.stderr)

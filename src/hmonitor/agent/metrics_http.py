@@ -18,6 +18,7 @@ import socket
 import ssl
 import tempfile
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -91,10 +92,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(404, b"not found: the metrics are at /metrics\n")
             return
         encoder, content_type = choose_encoder(self.headers.get("Accept") or "")
-        body = encoder(srv.registry)
+        gzipped = gzip_accepted(self.headers.get("Accept-Encoding") or "")
+        body = srv.page(encoder, content_type, gzipped)
         headers = {"Content-Type": content_type}
-        if gzip_accepted(self.headers.get("Accept-Encoding") or ""):
-            body, headers["Content-Encoding"] = gzip.compress(body, compresslevel=5), "gzip"
+        if gzipped:
+            headers["Content-Encoding"] = "gzip"
         self._reply(200, body, headers)
 
     def do_HEAD(self) -> None:
@@ -128,10 +130,38 @@ class MetricsServer(ThreadingHTTPServer):
         allow: AllowList,
         token: str,
         context: ssl.SSLContext | None,
+        snapshot: Callable[[], object] | None = None,
     ) -> None:
         self.address_family = family
         self.registry, self.allow, self.token, self.context = registry, allow, token, context
+        self._snapshot = snapshot
+        self._pages_lock = threading.Lock()
+        self._pages_of: object | None = None  # the snapshot the cached pages were made from
+        self._pages: dict[tuple[str, bool], bytes] = {}
         super().__init__(address, _Handler)
+
+    def page(self, encoder: Callable[[CollectorRegistry], bytes], content_type: str,
+             gzipped: bool) -> bytes:
+        """The exposition, made once per snapshot and format: the metrics change only when the
+        agent collects (at most once per --cache-ttl), so a scrape in between costs a lookup
+        (about 0.2 ms instead of ~15 ms at 8 GPUs x 64 processes)."""
+        try:
+            current = self._snapshot() if self._snapshot is not None else None
+        except Exception:  # noqa: BLE001 - the collector reports it; render uncached
+            current = None
+        key = (content_type, gzipped)
+        with self._pages_lock:
+            if current is not None and current is self._pages_of and key in self._pages:
+                return self._pages[key]
+        body = encoder(self.registry)
+        if gzipped:
+            body = gzip.compress(body, compresslevel=5)
+        if current is not None:
+            with self._pages_lock:
+                if current is not self._pages_of:
+                    self._pages_of, self._pages = current, {}
+                self._pages[key] = body
+        return body
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         if self.context is not None:
@@ -154,9 +184,12 @@ def start_metrics_server(
     *,
     token: str = "",
     tls: TlsFiles | None = None,
+    snapshot: Callable[[], object] | None = None,
 ) -> tuple[MetricsServer, int]:
     """Serve `registry` on `addr` ("host:port", "[v6]:port") in a daemon thread; the server and
-    its bound port. Raises BindError when the address can't be bound, ValueError when it is bad."""
+    its bound port. With `snapshot` (what the registry's collector reads; a new object after each
+    collection), the exposition is made once per snapshot. Raises BindError when the address
+    can't be bound, ValueError when it is bad."""
     host, sep, port_text = addr.rpartition(":")
     if not sep or not port_text.isdigit():
         raise ValueError(f"--metrics-addr/GOHM_METRICS_ADDR: not host:port: {addr!r}")
@@ -168,7 +201,7 @@ def start_metrics_server(
     context = tls_context(tls) if tls is not None else None
     try:
         bind = (str(info[4][0]), int(info[4][1]))
-        server = MetricsServer(bind, info[0], registry, allow, token, context)
+        server = MetricsServer(bind, info[0], registry, allow, token, context, snapshot)
     except OSError as err:
         raise BindError(f"cannot listen on {addr}: {err.strerror or err}") from None
     thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)

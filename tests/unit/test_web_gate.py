@@ -47,7 +47,8 @@ def fresh(client: FlaskClient, method: str, url: str, **kw: object) -> int:
 
 
 def refused(status: int, url: str) -> bool:
-    return status == 401 if url.startswith("/api/") else status == 302
+    """Programs (the API, a Prometheus scrape) get 401; browsers the login page."""
+    return status == 401 if url.startswith("/api/") or url == "/metrics" else status == 302
 
 
 def test_every_route_and_method_refuses_strangers(app: Flask, client: FlaskClient) -> None:

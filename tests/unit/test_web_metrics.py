@@ -3,9 +3,9 @@ host's GPU, user and disk families with a ``host`` label; the gate; promtool's l
 
 from __future__ import annotations
 
+import gzip
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import grpc
@@ -153,11 +153,11 @@ def test_error_kind_of_the_agents_own_error_and_anything_else() -> None:
 
 
 def test_metrics_need_a_session_or_the_bearer_token(client: FlaskClient) -> None:
-    # As every page: to the login page (tests/unit/test_web_gate.py walks every route)
+    # As the API: 401, not the login page (tests/unit/test_web_gate.py walks every route)
     bare = client.get("/metrics")
-    assert bare.status_code == 302 and "/login" in bare.headers["Location"]
-    assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 302
-    assert client.get("/metrics", headers={"Authorization": "Basic eDp5"}).status_code == 302
+    assert bare.status_code == 401 and bare.headers["WWW-Authenticate"].startswith("Bearer")
+    assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.get("/metrics", headers={"Authorization": "Basic eDp5"}).status_code == 401
     assert client.get("/metrics", headers=BEARER).status_code == 200
     login(client)
     assert client.get("/metrics").status_code == 200
@@ -165,7 +165,7 @@ def test_metrics_need_a_session_or_the_bearer_token(client: FlaskClient) -> None
 
 def test_wrong_tokens_on_metrics_count_against_the_limit(client: FlaskClient) -> None:
     for _ in range(10):
-        assert client.get("/metrics", headers={"Authorization": "Bearer x"}).status_code == 302
+        assert client.get("/metrics", headers={"Authorization": "Bearer x"}).status_code == 401
     assert client.get("/metrics", headers=BEARER).status_code == 429
     assert client.get("/api/v1/hosts", headers=BEARER).status_code == 429
     assert client.get("/metrics", headers=BEARER,
@@ -224,14 +224,19 @@ def test_promtool_lints_the_dashboards_metrics_clean(client: FlaskClient) -> Non
     assert (done.returncode, (done.stdout + done.stderr).strip()) == (0, "")
 
 
-def test_a_big_cluster_renders_fast() -> None:
-    hosts = cluster(200, 8, 4)
-    render(hosts)
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        text = render(hosts)
-        best = min(best, time.perf_counter() - start)
+def test_a_big_cluster_has_every_gpu_once() -> None:
+    # How fast it renders is bench/metrics.py's to measure (target 500 ms at 1,000 hosts).
+    text = render(cluster(200, 8, 4))
     assert text.count(b"\nhmonitor_gpu_up{") == 1600
-    # Target 500 ms at 1,000 hosts, ~100 ms here; a loose bound for shared CI machines.
-    assert best < 0.5
+
+
+def test_a_scraper_accepting_gzip_gets_it_compressed_once_per_round(
+    app: Flask, client: FlaskClient,
+) -> None:
+    plain = client.get("/metrics", headers=BEARER)
+    packed = client.get("/metrics", headers={**BEARER, "Accept-Encoding": "gzip"})
+    assert packed.headers["Content-Encoding"] == "gzip"
+    assert "Accept-Encoding" in packed.headers["Vary"]
+    assert gzip.decompress(packed.data) == plain.data
+    again = client.get("/metrics", headers={**BEARER, "Accept-Encoding": "gzip"})
+    assert again.data is not None and again.data == packed.data

@@ -101,7 +101,9 @@ def get_gate(app: Flask | None = None) -> Gate:
 
 
 def is_api_request() -> bool:
-    return request.path.startswith("/api/")
+    """A request from a program, answered in words and status codes, never with a redirect to
+    the login page: the JSON API and Prometheus's scrape of /metrics."""
+    return request.path.startswith("/api/") or request.path == "/metrics"
 
 
 def client_address() -> str:

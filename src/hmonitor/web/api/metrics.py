@@ -8,18 +8,20 @@ family: its ``hostname`` and the target's labels would clash, and Grafana 12239 
 target per host; scrape the agents for it.
 
 The text is made once per polling round, however many Prometheus servers scrape in between (at
-1,000 hosts x 8 GPUs x 4 processes it is ~12 MB and about half a second of work). The gate
+1,000 hosts x 8 GPUs x 4 processes it is ~12 MB and about half a second of work), and gzipped
+once too when a scraper accepts it (Prometheus does: ~0.5 MB on the wire). The gate
 (``web/auth.py``) requires a session or ``Authorization: Bearer`` as on every route: without
-either, or with a wrong token, /metrics answers as the pages do, a redirect to the login page
-(which fails the scrape), and 429 after too many wrong tokens.
+either, or with a wrong token, /metrics answers 401 as the API does, and 429 after too many
+wrong tokens.
 """
 
 from __future__ import annotations
 
+import gzip
 import threading
 from collections.abc import Sequence
 
-from flask import Blueprint, Flask, Response
+from flask import Blueprint, Flask, Response, request
 from flask.typing import ResponseReturnValue
 
 from hmonitor.metricfamilies import Family, HostFamilies, exposition
@@ -86,20 +88,26 @@ def render(states: Sequence[HostStateLike]) -> bytes:
 
 
 class MetricsText:
-    """The /metrics text, kept while the poller's states are the same objects (as HostsJson)."""
+    """The /metrics text, kept while the poller's states are the same objects (as HostsJson),
+    and its gzip, made the first time a scraper asks for it."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._states: tuple[HostStateLike, ...] | None = None
         self._text = b""
+        self._gzipped: bytes | None = None
 
-    def of(self, states: Sequence[HostStateLike]) -> bytes:
+    def of(self, states: Sequence[HostStateLike], gzipped: bool = False) -> bytes:
         with self._lock:
             if self._states is None or len(states) != len(self._states) or any(
                     a is not b for a, b in zip(states, self._states, strict=True)):
-                self._text = render(states)
+                self._text, self._gzipped = render(states), None
                 self._states = tuple(states)
-            return self._text
+            if not gzipped:
+                return self._text
+            if self._gzipped is None:
+                self._gzipped = gzip.compress(self._text, compresslevel=5)
+            return self._gzipped
 
 
 def register(app: Flask) -> None:
@@ -109,6 +117,11 @@ def register(app: Flask) -> None:
 
     @bp.get("/metrics")
     def metrics() -> ResponseReturnValue:
-        return Response(cache.of(get_state().poller.hosts()), content_type=CONTENT_TYPE)
+        gzipped = "gzip" in request.headers.get("Accept-Encoding", "").lower()
+        resp = Response(cache.of(get_state().poller.hosts(), gzipped), content_type=CONTENT_TYPE)
+        if gzipped:
+            resp.headers["Content-Encoding"] = "gzip"
+        resp.vary.add("Accept-Encoding")
+        return resp
 
     app.register_blueprint(bp)

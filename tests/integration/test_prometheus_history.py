@@ -17,13 +17,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from agentproc import free_port, start_agent
+from builders import host_info, up
 from fakenvml import FakeGpu, FakeProc, nvml_env, write_config
 from webkit import BEARER, login, make_app
 from werkzeug.test import TestResponse
 
+from hmonitor._pb import hm_pb2, hm_pb2_grpc
 from hmonitor.web.history.prometheus import HistoryUnavailable, PrometheusHistory
+from hmonitor.web.history.service import HistoryService, start_history_server
 from hmonitor.web.state import get_state
 
 GIB = 1 << 30
@@ -280,3 +284,32 @@ def test_an_unreachable_store_leaves_the_pages_working(tmp_path: Path) -> None:
         assert "history unavailable" in client.get("/").text
     finally:
         get_state(app).close()
+
+
+def test_get_history_grpc_answers_from_the_store(store_url: str, tmp_path: Path) -> None:
+    """The spec's gpu.History/GetHistory, served over real gRPC on loopback from the dashboard's
+    backend (history_backend = "prometheus"), gives the agent's utilization."""
+    app = make_app(tmp_path, [up(HOST, host_info(HOST, []))], history_backend="prometheus",
+                   prometheus_url=store_url, prometheus_timeout=3)
+    state = get_state(app)
+    service = HistoryService(state.backend, lambda: set(state.settings.servers))
+    server, port = start_history_server("127.0.0.1:0", service)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = hm_pb2_grpc.HistoryStub(channel)
+            since = int(time.time()) - 30
+            resp = stub.GetHistory(hm_pb2.HistReq(id=f"{HOST}_0", timestamp=since, type="util"),
+                                   timeout=10)
+            assert resp.v and all(v == UTIL for v in resp.v)
+            assert list(resp.t) == sorted(resp.t) and resp.t[0] >= since - 1
+            resp = stub.GetHistory(hm_pb2.HistReq(id=f"{HOST}_0", timestamp=since * 10**9,
+                                                  type="mem"), timeout=10)
+            assert resp.v and resp.v[-1] == 21 * GIB
+            with pytest.raises(grpc.RpcError) as err:
+                stub.GetHistory(hm_pb2.HistReq(id="elsewhere_0", timestamp=since, type="util"),
+                                timeout=10)
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        assert state.storage_faults() == {}
+    finally:
+        server.stop(0)
+        state.close()

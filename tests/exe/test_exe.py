@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,7 +202,7 @@ def test_native_getinfo_on_fake_nvml(
     tmpdir.mkdir()
     getent_log = tmp_path / "getent.env"
     workload.fake_getent(tmp_path / "bin" / "getent", str(getent_log))
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     path = f"{tmp_path / 'bin'}:{SEARCH_PATH}"
     env = {
         "PATH": path,
@@ -209,6 +210,7 @@ def test_native_getinfo_on_fake_nvml(
         "LD_LIBRARY_PATH": str(fake_nvml_lib),
         "FAKE_NVML_CONFIG": str(config),
         "GOHM_ADDR": f"127.0.0.1:{port}",
+        "GOHM_METRICS_ADDR": f"127.0.0.1:{metrics_port}",
     }
     agent = start([str(exe)], env, port, tmp_path / "agent.log")
     try:
@@ -224,6 +226,11 @@ def test_native_getinfo_on_fake_nvml(
             assert seen["LD_LIBRARY_PATH"] == str(fake_nvml_lib)
             assert seen["PATH"] == path
         report(f"native: first answer {agent.first_answer_s:.2f} s; {agent.rss_line()}")
+        # /metrics from the bundle too (prometheus_client and ssl are in it).
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            text = resp.read().decode()
+        assert "\nhmonitor_nvml_up 1.0\n" in text and "\nDCGM_FI_DEV_GPU_TEMP{" in text
         for _ in range(200):
             get_info(port)
         report(f"native: after 200 calls, {agent.rss_line()}")

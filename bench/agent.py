@@ -31,13 +31,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from _gpuhost import busy_gpus  # noqa: E402
 from _table import print_table  # noqa: E402
 from agentproc import Agent, start_agent  # noqa: E402
-from fakenvml import FakeGpu, FakeProc, build_library, nvml_env, write_config  # noqa: E402
+from fakenvml import build_library, nvml_env, write_config  # noqa: E402
 
 from hmonitor._pb import hm_pb2, hm_pb2_grpc  # noqa: E402
-
-GIB = 1 << 30
 
 
 @dataclass
@@ -159,19 +158,7 @@ def main() -> None:
         lib = build_library(tmp / "lib")
         sleepers = [subprocess.Popen(["sleep", "3600"]) for _ in range(8 * per_gpu)]
         try:
-            gpus = [
-                FakeGpu(
-                    util=10 * i,
-                    temp=40 + i,
-                    mem_used=40 * GIB,
-                    procs=[
-                        FakeProc(sleepers[per_gpu * i + j].pid, 40 * GIB // per_gpu,
-                                 sm_util=j % 20)
-                        for j in range(per_gpu)
-                    ],
-                )
-                for i in range(8)
-            ]
+            gpus = busy_gpus(sleepers, per_gpu)
             config = tmp / "gpus.txt"
             write_config(config, gpus)
             env = nvml_env(lib, config)

@@ -37,16 +37,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from _gpuhost import busy_gpus  # noqa: E402
 from _table import print_table  # noqa: E402
 from agentproc import free_port, start_agent, wait_listening  # noqa: E402
 from builders import busy_host, up  # noqa: E402
-from fakenvml import FakeGpu, FakeProc, build_library, nvml_env, write_config  # noqa: E402
+from fakenvml import build_library, nvml_env, write_config  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 from webkit import BEARER, make_app  # noqa: E402
 
 from hmonitor._pb import hm_pb2, hm_pb2_grpc  # noqa: E402
-
-GIB = 1 << 30
 
 # dcgm-exporter's default counter set: the DCGM_FI_* rows of etc/default-counters.csv in
 # github.com/NVIDIA/dcgm-exporter at commit d5e5f510a1b6b393f39a43293ccd9dc985defc79
@@ -96,13 +95,7 @@ def agent_part(scrapes: int, per_gpu: int) -> dict[str, float]:
         lib = build_library(tmp / "lib")
         sleepers = [subprocess.Popen(["sleep", "3600"]) for _ in range(8 * per_gpu)]
         try:
-            gpus = [
-                FakeGpu(util=10 * i, temp=40 + i, mem_used=40 * GIB, procs=[
-                    FakeProc(sleepers[per_gpu * i + j].pid, 40 * GIB // per_gpu,
-                             sm_util=j % 20)
-                    for j in range(per_gpu)])
-                for i in range(8)
-            ]
+            gpus = busy_gpus(sleepers, per_gpu)
             config = tmp / "gpus.txt"
             write_config(config, gpus)
             port = free_port()

@@ -6,7 +6,8 @@ For bench/dashboard.py: ``run_overview(servers)`` starts the dashboard on the ag
 
 * over HTTP, as served: response time, raw and gzip bytes of the overview (the cluster map), the
   same hosts as panels (what the page used to be), ``/api/v1/hosts`` (what the page pulled
-  every 5 s) and a ``/live`` refresh;
+  every 5 s), a ``/live`` refresh, and Prometheus's scrape of ``/metrics`` (the first after a
+  polling round, which makes the text, and the rest of the round);
 * in Chromium: first paint, the bytes on the wire until the page is idle, every live refresh's
   bytes and time, and every long task (> 50 ms) Chromium reports while the page loads and
   refreshes.
@@ -153,6 +154,23 @@ def _quiet_refresh(url: str, requests: int) -> Response:
     return Response("/live, nothing new", statistics.median(times), raw, gz)
 
 
+def _metrics_per_round(url: str, interval: float, rounds: int) -> Response:
+    """/metrics as Prometheus gets it (gzip), the first scrape after each polling round: the
+    one that makes the text (later scrapes of the round are a lookup)."""
+    headers = {"Authorization": f"Bearer {TOKEN}", "Accept-Encoding": "gzip"}
+    times, raw, gz = [], 0, 0
+    for _ in range(rounds):
+        time.sleep(interval + 0.2)  # a new round has landed: the text is stale
+        start = time.perf_counter()
+        status, body, got = _get(url + "/metrics", headers)
+        times.append((time.perf_counter() - start) * 1000)
+        if status != 200:
+            raise RuntimeError(f"/metrics: HTTP {status}")
+        gz = len(body)
+        raw = len(gzip.decompress(body)) if got.get("Content-Encoding") == "gzip" else gz
+    return Response("/metrics, first of a round", statistics.median(times), raw, gz)
+
+
 def _browse(url: str, refreshes: int) -> Browser:
     from playwright.sync_api import sync_playwright  # noqa: PLC0415 - only when Chromium is
 
@@ -216,6 +234,8 @@ def run_overview(servers: dict[str, str], *, interval: float = 5.0, requests: in
         responses = [_response(url, path, requests) for path in
                      ("/", "/?view=panels", "/api/v1/hosts")]
         responses.append(_quiet_refresh(url, requests))
+        responses.append(_response(url, "/metrics", requests))
+        responses.append(_metrics_per_round(url, interval, 3))
         browser = _browse(url, refreshes) if CHROMIUM.exists() else None
         note = "" if browser else f"no Chromium at {CHROMIUM}: browser rows skipped"
         return Overview(len(servers), responses, browser, note)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Debian/Ubuntu packages the test suite needs: gcc (fake NVML library), Chromium (browser tests),
 # openssl (certificates for the TLS tests), prometheus and victoria-metrics (metrics, alert rules,
-# the Prometheus history backend), and for the single executable: Debian's python3 with venv,
+# the Prometheus history backend), tmux (the terminal client's full-screen tests), and for the single executable: Debian's python3 with venv,
 # patchelf, binutils, debootstrap and its keyring.
 # Installs only what is missing; uses sudo when not root.
 set -euo pipefail
@@ -24,6 +24,7 @@ have openssl || need+=(openssl)
 have useradd || need+=(passwd)
 have promtool || need+=(prometheus)  # promtool and the server: metrics, alert rules, history
 have victoria-metrics || need+=(victoria-metrics)  # the history backend against a second PromQL store
+have tmux || need+=(tmux)  # hmonitor-ctl top, driven with send-keys and capture-pane
 
 if [ ${#need[@]} -eq 0 ]; then
     echo "system packages: all present"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
+import re
 import socket
 import statistics
 import subprocess
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 TOKEN = "bench-overview-token"
+_RENDER_SECONDS = re.compile(rb"^hmonitor_dashboard_metrics_render_seconds ([0-9.e+-]+)$", re.M)
 CHROMIUM = Path("/usr/bin/chromium")
 # Set up before the page's own scripts: long tasks and paints are only seen by an observer.
 _OBSERVE = (
@@ -154,11 +156,13 @@ def _quiet_refresh(url: str, requests: int) -> Response:
     return Response("/live, nothing new", statistics.median(times), raw, gz)
 
 
-def _metrics_per_round(url: str, interval: float, rounds: int) -> Response:
-    """/metrics as Prometheus gets it (gzip), the first scrape after each polling round: the
-    one that makes the text (later scrapes of the round are a lookup)."""
+def _metrics_per_round(url: str, interval: float, rounds: int) -> list[Response]:
+    """/metrics as Prometheus gets it (gzip), the first scrape after each polling round, and
+    how long the dashboard took to make each round's text (its
+    ``hmonitor_dashboard_metrics_render_seconds``): the work a scrape waited for when the text
+    was made on request, done after each round while scrapers come."""
     headers = {"Authorization": f"Bearer {TOKEN}", "Accept-Encoding": "gzip"}
-    times, raw, gz = [], 0, 0
+    times, made, raw, gz = [], [], 0, 0
     for _ in range(rounds):
         time.sleep(interval + 0.2)  # a new round has landed: the text is stale
         start = time.perf_counter()
@@ -166,9 +170,14 @@ def _metrics_per_round(url: str, interval: float, rounds: int) -> Response:
         times.append((time.perf_counter() - start) * 1000)
         if status != 200:
             raise RuntimeError(f"/metrics: HTTP {status}")
-        gz = len(body)
-        raw = len(gzip.decompress(body)) if got.get("Content-Encoding") == "gzip" else gz
-    return Response("/metrics, first of a round", statistics.median(times), raw, gz)
+        text = gzip.decompress(body) if got.get("Content-Encoding") == "gzip" else body
+        gz, raw = len(body), len(text)
+        found = _RENDER_SECONDS.search(text)
+        if found:
+            made.append(float(found.group(1)) * 1000)
+    return [Response("/metrics, first of a round", statistics.median(times), raw, gz),
+            Response("/metrics, made after a round",
+                     statistics.median(made) if made else float("nan"), raw, gz)]
 
 
 def _browse(url: str, refreshes: int) -> Browser:
@@ -235,7 +244,7 @@ def run_overview(servers: dict[str, str], *, interval: float = 5.0, requests: in
                      ("/", "/?view=panels", "/api/v1/hosts")]
         responses.append(_quiet_refresh(url, requests))
         responses.append(_response(url, "/metrics", requests))
-        responses.append(_metrics_per_round(url, interval, 3))
+        responses += _metrics_per_round(url, interval, 3)
         browser = _browse(url, refreshes) if CHROMIUM.exists() else None
         note = "" if browser else f"no Chromium at {CHROMIUM}: browser rows skipped"
         return Overview(len(servers), responses, browser, note)

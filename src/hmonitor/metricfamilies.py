@@ -105,11 +105,15 @@ class TextFamily(Family):
             else:
                 values_text = self._template.format(*values)
             hit = self._memo[key] = (values, values_text)
-        # Python's shortest repr, which Prometheus parses as Go's (prometheus_client writes
-        # 1.5e+09 where this writes 1500000000.0: the same number); only inf and nan differ.
-        number = repr(float(value))
-        if not number[-1].isdigit():
-            number = _NOT_FINITE[number]
+        # Integers (bytes, counts, timestamps) as they are; floats in Python's shortest repr,
+        # which Prometheus parses as Go's (prometheus_client writes 1.5e+09 where this writes
+        # 1500000000.0: the same number); only inf and nan differ.
+        if type(value) is int:
+            number = str(value)
+        else:
+            number = repr(float(value))
+            if not number[-1].isdigit():
+                number = _NOT_FINITE[number]
         self.rows.append(f"{self.name}{hit[1]} {number}\n")
 
     def text(self) -> str:

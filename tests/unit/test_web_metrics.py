@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
@@ -19,9 +20,10 @@ from webkit import BEARER, login, make_app
 
 from hmonitor._pb import hm_pb2
 from hmonitor.metricfamilies import Family, HostFamilies, exposition
+from hmonitor.web.api import metrics as metrics_api
 from hmonitor.web.api.metrics import CONTENT_TYPE, ERROR_KINDS, error_kind, render
 from hmonitor.web.channels import describe_rpc_error
-from hmonitor.web.hoststate import HostState
+from hmonitor.web.hoststate import HostState, HostStateLike
 from hmonitor.web.state import get_state
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -185,6 +187,39 @@ def test_the_text_is_made_once_per_round(app: Flask, client: FlaskClient) -> Non
     assert of(found, "hmonitor_host_up") == {lab(host="node9"): 1}
 
 
+def test_after_a_round_the_text_is_ready_for_the_scrapers_that_come(
+    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    made: list[int] = []
+
+    def counted(states: Sequence[HostStateLike], made_in: float | None = None) -> bytes:
+        made.append(len(states))
+        return render(states, made_in)
+
+    monkeypatch.setattr(metrics_api, "render", counted)
+    with app.app_context():
+        state = get_state()
+    poller = state.poller
+    assert isinstance(poller, FakePoller)
+
+    def a_round(*hosts: HostState) -> None:
+        poller.states = list(hosts)
+        for listener in state.round_listeners:
+            listener(poller.hosts(), NOW)
+
+    a_round(up("node9", host_info("node9")))
+    assert made == []  # nobody scrapes: no work after rounds
+    client.get("/metrics", headers=BEARER)
+    assert made == [1]
+    a_round(up("node9", host_info("node9")), up("node10", host_info("node10")))
+    assert made == [1, 2]  # made after the round, before anyone asked
+    found = samples(client.get("/metrics", headers=BEARER).text)
+    assert made == [1, 2]  # the scrape took it as it was
+    assert set(of(found, "hmonitor_host_up")) == {lab(host="node9"), lab(host="node10")}
+    took = of(found, "hmonitor_dashboard_metrics_render_seconds")
+    assert list(took) == [lab()] and 0 < took[lab()] < 60
+
+
 def test_text_matches_prometheus_clients_and_escapes_labels() -> None:
     odd = host_info("odd", [gpu(0, proc('we"ird\\user\nx', pid=7), proc("ünï", pid=8))])
     fams = HostFamilies(dcgm=False, extra_labels=["host"], text=True)
@@ -197,7 +232,7 @@ def test_text_matches_prometheus_clients_and_escapes_labels() -> None:
               for m in plain.metrics() for s in m.samples}
     assert ours == theirs
     assert ('hmonitor_gpu_user_processes{host="a \\"host\\"",gpu="0",user="we\\"ird\\\\user\\nx"}'
-            " 1.0") in exposition(fams.filled())
+            " 1\n") in exposition(fams.filled())
 
 
 def test_numbers_as_prometheus_reads_them() -> None:
@@ -207,7 +242,7 @@ def test_numbers_as_prometheus_reads_them() -> None:
     f.add_metric(("e",), float("nan"))
     text = exposition([f])
     assert text.startswith("# HELP x a\\\\b\\nc\n# TYPE x gauge\n")
-    assert 'x{k="b"} +Inf\nx{k="c"} -Inf\nx{k="d"} 3.0\nx{k="e"} NaN\n' in text
+    assert 'x{k="b"} +Inf\nx{k="c"} -Inf\nx{k="d"} 3\nx{k="e"} NaN\n' in text
     parsed = samples(text)
     assert parsed[("x", lab(k="a"))] == 1.5e9
     # what prometheus_client makes of the same family

@@ -7,6 +7,7 @@ the state that holds them, then the gate (auth), the pages and the API.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -25,6 +26,8 @@ from hmonitor.web.state import WebState
 from hmonitor.web.storage import storage_error
 
 __all__ = ["MAX_BODY_BYTES", "create_app", "data_dir_of"]
+
+log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024  # the largest request body taken, by waitress and by Flask
 
@@ -101,9 +104,15 @@ def create_app(
     app.json.compact = True  # type: ignore[attr-defined]
 
     recorder = HistoryRecorder(settings, data_dir)
+    listeners: list[Callable[[list[Any], float], None]] = []
 
     def record_round(states: list[Any], started: float) -> None:
         recorder.on_round(states, started)
+        for listener in listeners:
+            try:
+                listener(states, started)
+            except Exception:  # one listener's bug must not starve the others
+                log.exception("a round listener failed: %r", listener)
         if on_round is not None:
             on_round(states, started)
 
@@ -112,7 +121,7 @@ def create_app(
     notes = NotesStore.in_dir(data_dir)
     state = WebState(
         settings=settings, poller=poller, notes=notes, sessions=SessionStore(notes.path),
-        data_dir=data_dir, recorder=recorder,
+        data_dir=data_dir, recorder=recorder, round_listeners=listeners,
     )
     state.install(app)
 

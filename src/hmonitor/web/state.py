@@ -9,10 +9,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from flask import Flask, current_app
 
@@ -171,6 +171,9 @@ class WebState:
     data_dir: Path
     recorder: HistoryRecorder  # feeds the history every polling round
     started_poller: bool = False
+    #: Called after the recorder with each polling round's states and start time, on the
+    #: poller's notifier thread (off the polling loop): work that follows the rounds.
+    round_listeners: list[Callable[[list[Any], float], None]] = field(default_factory=list)
     _reload_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _hogs: tuple[float, list[IdleHog]] | None = field(default=None, repr=False)
     _remote: GuardedHistory | None = field(default=None, repr=False)

@@ -7,9 +7,10 @@ poller's last snapshot (``hmonitor.metricfamilies``), each series with a ``host`
 family: its ``hostname`` and the target's labels would clash, and Grafana 12239 expects one
 target per host; scrape the agents for it.
 
-The text is made once per polling round, however many Prometheus servers scrape in between (at
-1,000 hosts x 8 GPUs x 4 processes it is ~12 MB and about half a second of work), and gzipped
-once too when a scraper accepts it (Prometheus does: ~0.5 MB on the wire). The gate
+The text is made once per polling round, right after it while anyone scrapes, however many
+Prometheus servers scrape in between (at 1,000 hosts x 8 GPUs x 6 processes it is ~11 MB and about
+half a second of work), and gzipped once too when a scraper accepts it (Prometheus does: ~0.6 MB
+on the wire). The gate
 (``web/auth.py``) requires a session or ``Authorization: Bearer`` as on every route: without
 either, or with a wrong token, /metrics answers 401 as the API does, and 429 after too many
 wrong tokens.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import gzip
 import threading
+import time
 from collections.abc import Sequence
 
 from flask import Blueprint, Flask, Response, request
@@ -82,26 +84,57 @@ def families(states: Sequence[HostStateLike]) -> list[Family]:
     return [up, *(f for f in (rtt, seen, error) if f.rows), *hosts.filled()]
 
 
-def render(states: Sequence[HostStateLike]) -> bytes:
-    """The exposition text (Prometheus text format 0.0.4) for ``states``."""
-    return exposition(families(states)).encode()
+def render(states: Sequence[HostStateLike], made_in: float | None = None) -> bytes:
+    """The exposition text (Prometheus text format 0.0.4) for ``states``; ``made_in``: how long
+    the previous text took to make, in seconds, if known."""
+    own = []
+    if made_in is not None:
+        took = Family("hmonitor_dashboard_metrics_render_seconds",
+                      "How long the dashboard took to make the previous text of this page.", [])
+        took.add_metric([], made_in)
+        own.append(took)
+    return exposition([*own, *families(states)]).encode()
 
 
 class MetricsText:
     """The /metrics text, kept while the poller's states are the same objects (as HostsJson),
-    and its gzip, made the first time a scraper asks for it."""
+    and its gzip.
+
+    Made after each polling round (``prepare``, a round listener) while scrapers come, so a
+    scrape takes the finished text instead of waiting the half second 1,000 hosts take; a
+    scrape that comes before it is ready waits for it (the lock), one that finds other states
+    (none prepared yet, or a late answer since) makes it. Nobody scraping for ``WANTED_FOR``
+    seconds: no work after rounds.
+    """
+
+    WANTED_FOR = 900.0  # seconds after a scrape: longer than any sensible scrape interval
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._states: tuple[HostStateLike, ...] | None = None
         self._text = b""
         self._gzipped: bytes | None = None
+        self._scraped: float | None = None  # monotonic time of the last scrape
+        self._scraped_gzip = False  # whether it took gzip (then make that too)
+        self._made_in: float | None = None  # seconds the last text took
 
     def of(self, states: Sequence[HostStateLike], gzipped: bool = False) -> bytes:
+        self._scraped, self._scraped_gzip = time.monotonic(), gzipped
+        return self._made(states, gzipped)
+
+    def prepare(self, states: Sequence[HostStateLike], started: float = 0.0) -> None:
+        """After a round: make the text (and the gzip, if scrapers take it) if anyone wants it."""
+        del started
+        if self._scraped is not None and time.monotonic() - self._scraped < self.WANTED_FOR:
+            self._made(states, self._scraped_gzip)
+
+    def _made(self, states: Sequence[HostStateLike], gzipped: bool) -> bytes:
         with self._lock:
             if self._states is None or len(states) != len(self._states) or any(
                     a is not b for a, b in zip(states, self._states, strict=True)):
-                self._text, self._gzipped = render(states), None
+                clock = time.perf_counter()
+                self._text, self._gzipped = render(states, self._made_in), None
+                self._made_in = time.perf_counter() - clock
                 self._states = tuple(states)
             if not gzipped:
                 return self._text
@@ -114,6 +147,7 @@ def register(app: Flask) -> None:
     bp = Blueprint("metrics", __name__)
     cache = MetricsText()
     app.extensions["hmonitor_metrics_text"] = cache
+    get_state(app).round_listeners.append(cache.prepare)
 
     @bp.get("/metrics")
     def metrics() -> ResponseReturnValue:

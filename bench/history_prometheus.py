@@ -25,13 +25,10 @@ from __future__ import annotations
 import argparse
 import math
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,8 +38,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from _table import print_table  # noqa: E402
 from builders import cluster  # noqa: E402
+from promkit import Rounds, prometheus_with  # noqa: E402
 
-from hmonitor.metricfamilies import HostFamilies, exposition  # noqa: E402
 from hmonitor.web.history import SqliteHistory  # noqa: E402
 from hmonitor.web.history.prometheus import PrometheusHistory  # noqa: E402
 
@@ -52,12 +49,6 @@ CALLS = 20
 # The families PrometheusHistory reads for sparklines and series.
 FAMILIES = ("hmonitor_gpu_utilization_ratio", "hmonitor_gpu_memory_used_bytes",
             "hmonitor_gpu_memory_total_bytes")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _timed(call: Callable[[], object]) -> tuple[list[float], object]:
@@ -74,10 +65,10 @@ def _p95(values: list[float]) -> float:
     return sorted(values)[min(len(values) - 1, round(0.95 * (len(values) - 1)))]
 
 
-def build(work: Path, rounds: int, now: float) -> tuple[Path, Path, float, float]:
-    """The SQLite file and the OpenMetrics file of the same rounds; seconds spent on each."""
+def build(work: Path, rounds: int, now: float) -> tuple[Path, Rounds, float, float]:
+    """The SQLite file and the store's samples of the same rounds; seconds spent on each."""
     store = SqliteHistory(work / "history.sqlite")
-    series: dict[str, dict[str, list[str]]] = {f: {} for f in FAMILIES}
+    samples = Rounds(FAMILIES)
     t_sqlite = t_text = 0.0
     for k in range(rounds):
         t = now - (rounds - 1 - k) * INTERVAL
@@ -88,56 +79,10 @@ def build(work: Path, rounds: int, now: float) -> tuple[Path, Path, float, float
             store.maintain(t)
         t_sqlite += time.perf_counter() - start
         start = time.perf_counter()
-        fams = HostFamilies(dcgm=False, extra_labels=["host"], text=True)
-        for s in states:
-            assert s.info is not None
-            fams.add(s.info, [s.name])
-        for line in exposition(fams.filled()).splitlines():
-            name, brace, rest = line.partition("{")
-            if not brace or name not in series:
-                continue
-            labels, _, value = rest.rpartition("} ")
-            key = f'{name}{{job="hmonitor",{labels}}}'
-            series[name].setdefault(key, []).append(f"{value} {t:.3f}")
+        samples.add(states, t)
         t_text += time.perf_counter() - start
     store.close()
-    text = work / "samples.om"
-    with text.open("w") as out:
-        for name, by_key in series.items():
-            out.write(f"# TYPE {name} gauge\n")
-            for key, samples in by_key.items():
-                out.writelines(f"{key} {s}\n" for s in samples)
-        out.write("# EOF\n")
-    return work / "history.sqlite", text, t_sqlite, t_text
-
-
-def start_prometheus(work: Path, text: Path) -> tuple[subprocess.Popen[bytes], str, float]:
-    data = work / "tsdb"
-    start = time.perf_counter()
-    subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", "-q", str(text),
-                    str(data)], check=True)
-    loaded = time.perf_counter() - start
-    config = work / "prometheus.yml"
-    config.write_text("global:\n  scrape_interval: 15s\n")
-    port = _free_port()
-    log = (work / "prometheus.log").open("wb")
-    proc = subprocess.Popen(
-        ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={data}",
-         f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as resp:
-                if resp.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise SystemExit(f"Prometheus did not start:\n{(work / 'prometheus.log').read_text()}")
-        time.sleep(0.2)
-    return proc, url, loaded
+    return work / "history.sqlite", samples, t_sqlite, t_text
 
 
 def measure(name: str, backend: SqliteHistory | PrometheusHistory,
@@ -167,26 +112,24 @@ def main() -> None:
     now = float(int(time.time()) - 1)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        db, text, t_sqlite, t_text = build(work, rounds, now)
-        text_mb = text.stat().st_size / 1e6
-        proc, url, t_blocks = start_prometheus(work, text)
-        try:
+        db, samples, t_sqlite, t_text = build(work, rounds, now)
+        start = time.perf_counter()
+        with prometheus_with(samples, work) as url:
+            t_blocks = time.perf_counter() - start
+            text_mb = (work / "samples.om").stat().st_size / 1e6
             sqlite = SqliteHistory(db)
             prom = PrometheusHistory(url, timeout=30)
             rows: list[list[object]] = []
             rows += measure("SQLite (baseline)", sqlite, now)
             rows += measure("Prometheus 2.42", prom, now)
             sqlite.close()
-        finally:
-            proc.terminate()
-            proc.wait(10)
     minutes = rounds * INTERVAL // 60
     print_table(
         f"History reads: {HOSTS} hosts x {GPUS} GPUs, {minutes} min at {INTERVAL} s, "
         f"{CALLS} calls after a warm-up (ms)",
         ["backend", "call", "median ms", "p95 ms", "returned"], rows)
     print(f"(setup: SQLite ingest+maintain {t_sqlite:.1f} s; OpenMetrics text {t_text:.1f} s, "
-          f"{text_mb:.0f} MB; promtool blocks {t_blocks:.1f} s)")
+          f"{text_mb:.0f} MB; promtool blocks and Prometheus start {t_blocks:.1f} s)")
 
 
 if __name__ == "__main__":

@@ -178,6 +178,10 @@ class HostFamilies:
           ["gpu", "user"])
         n("gpu_user_processes", "Processes of one user on the GPU (bounded as the memory).",
           ["gpu", "user"])
+        # Not "job": Prometheus's own target label (the exported one would become exported_job).
+        n("gpu_job_memory_bytes", "GPU memory held by one user's processes in one Slurm job "
+          "(slurm_job=\"\" for those outside a job), on GPUs running a job (bounded as the "
+          "users).", ["gpu", "slurm_job", "user"])
         if self.pids:
             n("process_gpu_memory_bytes", "GPU memory held by one process (--metrics-pids).",
               ["gpu", "pid", "user", "command"])
@@ -255,27 +259,37 @@ class HostFamilies:
         self._users(index, g.procs, x)
 
     def _users(self, index: str, procs: Iterable[hm_pb2.ProcInfo], x: tuple[str, ...]) -> None:
-        """Per-user memory and process counts on one GPU, at most MAX_USERS_PER_GPU users."""
+        """Per-user memory and process counts on one GPU, at most MAX_USERS_PER_GPU users; on a
+        GPU running a Slurm job, per (user, job) memory too (job "" for the user's processes
+        outside a job: the history splits a user's share of the GPU between these groups, as
+        the SQLite history does)."""
         held: dict[str, list[int]] = {}  # user -> [bytes, processes]
+        groups: dict[tuple[str, str], list[int]] = {}  # (user, job) -> [bytes, processes]
+        in_job = False
         for p in procs:
             user = proc_owner(p)
             entry = held.setdefault(user, [0, 0])
+            entry[0] += p.mem
+            entry[1] += 1
+            job = ""
+            if p.HasField("job"):
+                job, in_job = str(p.job.id), True
+            entry = groups.setdefault((user, job), [0, 0])
             entry[0] += p.mem
             entry[1] += 1
             if self.pids:
                 self.native["process_gpu_memory_bytes"].add_metric(
                     (*x, index, str(p.pid), user, p.basename), p.mem
                 )
-        ranked = sorted(held.items(), key=lambda kv: (-kv[1][0], -kv[1][1], kv[0]))
-        if len(ranked) > MAX_USERS_PER_GPU:
-            kept, rest = ranked[: MAX_USERS_PER_GPU - 1], ranked[MAX_USERS_PER_GPU - 1 :]
-            ranked = [*kept, (OTHER_USER, [sum(v[0] for _, v in rest),
-                                           sum(v[1] for _, v in rest)])]
         memory, count = self.native["gpu_user_memory_bytes"], self.native["gpu_user_processes"]
-        for user, (mem, n) in ranked:
+        for user, (mem, n) in _bounded(held, OTHER_USER):
             labels = (*x, index, user)
             memory.add_metric(labels, mem)
             count.add_metric(labels, n)
+        if in_job:
+            family = self.native["gpu_job_memory_bytes"]
+            for (user, job), (mem, _) in _bounded(groups, (OTHER_USER, "")):
+                family.add_metric((*x, index, job, user), mem)
 
     def _expiry(self, info: hm_pb2.HostInfo, x: tuple[str, ...]) -> None:
         """Expiry of the accounts holding a GPU now, where the account has a date (not unknown or
@@ -291,3 +305,13 @@ class HostFamilies:
         family = self.native["account_expiry_timestamp_seconds"]
         for user, date in sorted(when.items()):
             family.add_metric((*x, user), date)
+
+
+def _bounded(held: dict[Any, list[int]], other: Any) -> list[tuple[Any, list[int]]]:
+    """``held`` (key -> [bytes, processes]) most memory first, at most MAX_USERS_PER_GPU
+    entries: the smallest summed under ``other``."""
+    ranked = sorted(held.items(), key=lambda kv: (-kv[1][0], -kv[1][1], kv[0]))
+    if len(ranked) > MAX_USERS_PER_GPU:
+        kept, rest = ranked[: MAX_USERS_PER_GPU - 1], ranked[MAX_USERS_PER_GPU - 1 :]
+        ranked = [*kept, (other, [sum(v[0] for _, v in rest), sum(v[1] for _, v in rest)])]
+    return ranked

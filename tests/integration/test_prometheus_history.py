@@ -177,7 +177,7 @@ def test_usage_uptime_and_hogs(store_url: str) -> None:
     uptime = history.host_uptime(HOST, now - 5, now)
     assert uptime == pytest.approx(1.0)
     assert history.host_uptime("elsewhere", now - 5, now) is None
-    assert history.job_usage(now, 86400) == []
+    assert history.job_usage(now, 86400) == []  # the agent's process is in no Slurm job
     hogs = history.idle_hogs(now, util_threshold=50, min_seconds=3)
     assert [(h.host, h.gpu, h.user, h.mem, h.pid) for h in hogs] == [(HOST, 0, USER, 20 * GIB, 0)]
     assert history.idle_hogs(now, util_threshold=5, min_seconds=3) == []

@@ -275,3 +275,19 @@ def test_a_scraper_accepting_gzip_gets_it_compressed_once_per_round(
     assert gzip.decompress(packed.data) == plain.data
     again = client.get("/metrics", headers={**BEARER, "Accept-Encoding": "gzip"})
     assert again.data is not None and again.data == packed.data
+
+
+def test_slurm_jobs_have_series_on_the_gpus_running_one() -> None:
+    info = host_info("n", [
+        gpu(0, proc("alice", pid=1, mem_gib=10, job=101), proc("alice", pid=2, mem_gib=2),
+            proc("alice", pid=3, mem_gib=1, job=101), proc("bob", pid=4, mem_gib=6, job=202)),
+        gpu(1, proc("carol", pid=5, mem_gib=4)),  # no job on this GPU: no job series
+    ])
+    fams = HostFamilies(dcgm=False, extra_labels=["host"], text=True)
+    fams.add(info, ("n",))
+    found = of(samples(exposition(fams.filled())), "hmonitor_gpu_job_memory_bytes")
+    assert found == {
+        lab(host="n", gpu="0", slurm_job="101", user="alice"): 11 * GIB,
+        lab(host="n", gpu="0", slurm_job="", user="alice"): 2 * GIB,  # hers outside the job
+        lab(host="n", gpu="0", slurm_job="202", user="bob"): 6 * GIB,
+    }

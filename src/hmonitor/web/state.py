@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from flask import Flask, current_app
 
@@ -28,6 +28,7 @@ from hmonitor.web.settings import Settings, load_settings
 __all__ = ["GuardedHistory", "ReloadResult", "WebState", "get_state", "prometheus_history"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _KEY = "hmonitor"
 HOGS_TTL = 5.0  # seconds: the overview, its alerts and the users page share one query
@@ -74,87 +75,55 @@ class GuardedHistory:
         self.inner = inner
         self.fault: str | None = None
 
-    def _failed(self, err: HistoryUnavailable) -> None:
-        if self.fault != str(err):
-            log.warning("history unavailable: %s", err)
-        self.fault = str(err)
+    def _guarded(self, call: Callable[[], T], empty: T) -> T:
+        try:
+            out = call()
+        except HistoryUnavailable as err:
+            if self.fault != str(err):
+                log.warning("history unavailable: %s", err)
+            self.fault = str(err)
+            return empty
+        self.fault = None
+        return out
 
     def series(
         self, host: str, gpu: int, metric: str, since: float, until: float,
         max_points: int = 1000, agg: Agg = "avg",
     ) -> tuple[list[float], list[float]]:
-        try:
-            out = self.inner.series(host, gpu, metric, since, until, max_points, agg)
-        except HistoryUnavailable as err:
-            self._failed(err)
-            return [], []
-        self.fault = None
-        return out
+        empty: tuple[list[float], list[float]] = ([], [])
+        return self._guarded(
+            lambda: self.inner.series(host, gpu, metric, since, until, max_points, agg), empty)
 
     def sparklines(
         self, window: float, now: float, points: int = 60, hosts: Iterable[str] | None = None,
     ) -> dict[tuple[str, int], dict[str, list[float]]]:
-        try:
-            out = self.inner.sparklines(window, now, points, hosts)
-        except HistoryUnavailable as err:
-            self._failed(err)
-            return {}
-        self.fault = None
-        return out
+        return self._guarded(lambda: self.inner.sparklines(window, now, points, hosts), {})
 
     def process_series(
         self, host: str, gpu: int, since: float, until: float, max_points: int = 1000
     ) -> tuple[list[float], dict[str, list[float]]]:
-        try:
-            out = self.inner.process_series(host, gpu, since, until, max_points)
-        except HistoryUnavailable as err:
-            self._failed(err)
-            return [], {}
-        self.fault = None
-        return out
+        empty: tuple[list[float], dict[str, list[float]]] = ([], {})
+        return self._guarded(
+            lambda: self.inner.process_series(host, gpu, since, until, max_points), empty)
 
     def user_usage(
         self, now: float, windows: Sequence[float]
     ) -> dict[str, dict[float, UsageTotals]]:
-        try:
-            out = self.inner.user_usage(now, windows)
-        except HistoryUnavailable as err:
-            self._failed(err)
-            return {}
-        self.fault = None
-        return out
+        return self._guarded(lambda: self.inner.user_usage(now, windows), {})
 
     def job_usage(self, now: float, window: float, limit: int = 200) -> list[JobUsage]:
-        return self.inner.job_usage(now, window, limit)
+        return self._guarded(lambda: self.inner.job_usage(now, window, limit), [])
 
     def idle_hogs(
         self, now: float, util_threshold: float = 5.0, min_seconds: float = 7200
     ) -> list[IdleHog]:
-        try:
-            out = self.inner.idle_hogs(now, util_threshold, min_seconds)
-        except HistoryUnavailable as err:
-            self._failed(err)
-            return []
-        self.fault = None
-        return out
+        return self._guarded(lambda: self.inner.idle_hogs(now, util_threshold, min_seconds), [])
 
     def host_uptime(self, host: str, since: float, until: float) -> float | None:
-        try:
-            out = self.inner.host_uptime(host, since, until)
-        except HistoryUnavailable as err:
-            self._failed(err)
-            return None
-        self.fault = None
-        return out
+        return self._guarded(lambda: self.inner.host_uptime(host, since, until), None)
 
     def gpus(self) -> list[tuple[str, int, str]]:
-        try:
-            out = self.inner.gpus()
-        except HistoryUnavailable as err:
-            self._failed(err)
-            return []
-        self.fault = None
-        return out
+        return self._guarded(self.inner.gpus, [])
 
     def close(self) -> None:
         self.inner.close()

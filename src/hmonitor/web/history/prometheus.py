@@ -23,7 +23,11 @@ How the SQLite semantics map, and where this is an approximation:
   already ``min_seconds`` ago) on a GPU whose maximum utilization stayed below the threshold.
   The agents' families carry no pid or process name: ``pid`` is 0 and ``basename`` "", and the
   idle run's start is not searched for: ``since`` = now - min_seconds.
-* ``job_usage``: [] — the agents export no Slurm job series yet.
+* ``job_usage``: as ``user_usage``, from ``hmonitor_gpu_job_memory_bytes{slurm_job, user}``
+  (exported for GPUs running a Slurm job; ``slurm_job=""`` for a user's processes outside a
+  job, so a user's share of a GPU is split between them as SQLite splits it). First and last
+  seen are the first and last step in the window with the job holding memory (SQLite's are
+  over the whole history kept); hosts, those it held memory on in the window.
 """
 
 from __future__ import annotations
@@ -134,9 +138,10 @@ class PrometheusHistory:
         return [(r.get("metric", {}), [(float(t), float(v)) for t, v in r.get("values", [])])
                 for r in data.get("result", [])]
 
-    def _sel(self, family: str, **labels: str) -> str:
-        """``family{job="...", label="value", ...}``."""
-        parts = [f"job={_str(self.job)}"] + [f"{k}={_str(v)}" for k, v in labels.items()]
+    def _sel(self, family: str, *matchers: str, **labels: str) -> str:
+        """``family{job="...", label="value", ..., matchers...}``."""
+        parts = [f"job={_str(self.job)}", *(f"{k}={_str(v)}" for k, v in labels.items()),
+                 *matchers]
         return f"{family}{{{', '.join(parts)}}}"
 
     # --- HistoryBackend ---------------------------------------------------------------------------
@@ -260,8 +265,52 @@ class PrometheusHistory:
         return out
 
     def job_usage(self, now: float, window: float, limit: int = 200) -> list[JobUsage]:
-        """Always empty: the agents export no Slurm job series to Prometheus yet."""
-        return []
+        """Slurm jobs in [now - window, now), most GPU-hours first: per (job, user), the
+        integral of its share of each GPU (a user's share split between the user's jobs on it
+        and the processes outside any, as SQLite splits it) and of its memory; see the module
+        for the approximation."""
+        if window <= 0:
+            return []
+        family = "hmonitor_gpu_job_memory_bytes"
+        jobs = self._sel(family, 'slurm_job!=""')
+        held, in_job = f"{self._sel(family)} > 0", f"{jobs} > 0"
+        group = f"count by (host, gpu, user, slurm_job) ({in_job})"
+        groups = f"count by (host, gpu, user) ({held})"
+        users = f"count by (host, gpu) ({groups})"
+        share = (f"({group} / on (host, gpu, user) group_left {groups}"
+                 f" / on (host, gpu) group_left {users})")
+        own = f"sum by (host, gpu, user, slurm_job) ({in_job})"
+        step = max(self.usage_step, window / 5000)
+        sub = f"[{_dur(window)}:{_dur(step)}]"
+        hours = step / 3600
+        by = "by (slurm_job, user)"
+        rows: dict[tuple[int, str], list[Any]] = {}  # gpu_h, gib_h, first, last, hosts
+
+        def each(expr: str) -> Iterable[tuple[list[Any], dict[str, str], float]]:
+            for labels, v in self.query(expr, now):
+                job = labels.get("slurm_job", "")
+                if job.isdigit():
+                    key = (int(job), labels.get("user", ""))
+                    yield rows.setdefault(key, [0.0, 0.0, now, now, set()]), labels, v
+
+        for acc, _, v in each(f"sum {by} (sum_over_time({share}{sub})) * {hours!r}"):
+            acc[0] = v
+        if not rows:
+            return []
+        for acc, _, v in each(f"sum {by} (sum_over_time({own}{sub})) * {hours / GIB!r}"):
+            acc[1] = v
+        stamps = f"timestamp({own})"
+        for acc, _, v in each(f"min {by} (min_over_time({stamps}{sub}))"):
+            acc[2] = v
+        for acc, _, v in each(f"max {by} (max_over_time({stamps}{sub}))"):
+            acc[3] = v
+        for acc, labels, _ in each(
+                f"count by (slurm_job, user, host) (max_over_time({jobs}[{_dur(window)}]))"):
+            acc[4].add(labels.get("host", ""))
+        top = sorted(rows.items(), key=lambda kv: (-kv[1][0], -kv[1][1], kv[0]))
+        return [JobUsage(job=job, user=user, gpu_hours=g, gpu_mem_gib_hours=m, first_seen=first,
+                         last_seen=last, hosts=tuple(sorted(hosts)))
+                for (job, user), (g, m, first, last, hosts) in top[: max(0, limit)]]
 
     def idle_hogs(
         self, now: float, util_threshold: float = 5.0, min_seconds: float = 7200

@@ -68,6 +68,8 @@ def modules_under(folder: str) -> list[Path]:
     ("web/api", "hmonitor.web.pages"),
     ("web/history", "hmonitor.web.pages"),  # the domain never imports the presentation
     ("web/history", "hmonitor.web.api"),
+    ("ctl", "hmonitor.web"),  # the terminal client installs without the dashboard's Flask
+    ("ctl", "hmonitor.agent"),  # ... and talks to agents only over the wire
 ])
 def test_no_import_points_the_wrong_way(folder: str, forbidden: str) -> None:
     wrong = {str(p.relative_to(SRC)): sorted(m for m in imports_of(p) if m.startswith(forbidden))
@@ -86,6 +88,14 @@ def test_the_metric_families_load_neither_program_nor_flask_nor_grpc() -> None:
     loaded = loaded_by("hmonitor.metricfamilies")
     assert not {n for n in loaded if n.startswith(("hmonitor.agent", "hmonitor.web"))}
     assert not _top(loaded) & {"flask", "werkzeug", "grpc"}
+
+
+def test_the_terminal_client_loads_neither_program_nor_flask_nor_grpc() -> None:
+    # A plain `pip install hmonitor` runs it; talking to a dashboard loads no gRPC (direct
+    # mode imports it when asked), so a command in a loop starts quickly.
+    loaded = loaded_by("hmonitor.ctl.cli")
+    assert not {n for n in loaded if n.startswith(("hmonitor.agent", "hmonitor.web"))}
+    assert not _top(loaded) & {"flask", "werkzeug", "jinja2", "waitress", "grpc", "curses"}
 
 
 def test_the_sources_never_import_the_server() -> None:

@@ -23,11 +23,10 @@ from fakenvml import (
     uuid_for,
     write_config,
 )
-from prometheus_client.parser import text_string_to_metric_families
+from promtext import names, one, samples
 
 GIB = 1 << 30
 MIB = 1 << 20
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 class MetricsAgent:
@@ -86,22 +85,6 @@ def get(url: str, *, headers: dict[str, str] | None = None,
             return resp.status, body.decode(), dict(resp.headers)
     except urllib.error.HTTPError as err:
         return err.code, err.read().decode(), dict(err.headers)
-
-
-def samples(text: str) -> Samples:
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for fam in text_string_to_metric_families(text)
-        for s in fam.samples
-    }
-
-
-def names(found: Samples) -> set[str]:
-    return {n for n, _ in found}
-
-
-def one(found: Samples, name: str, **labels: str) -> float:
-    return found[(name, frozenset(labels.items()))]
 
 
 def test_scrape_matches_get_info(run_agent: MetricsAgent) -> None:

@@ -9,14 +9,13 @@ import subprocess
 import pytest
 from builders import FAR_FUTURE, GIB, MIB, gpu, host_info, lost_gpu, proc
 from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
+from promtext import of, one, samples
 
 from hmonitor._pb import hm_pb2
 from hmonitor.agent.metrics import MAX_USERS_PER_GPU, OTHER_USER, build_registry, families
 from hmonitor.agent.snapshot import SourceStat
 from hmonitor.wire import EXPIRATION_NEVER, EXPIRATION_UNKNOWN, EXPIRED_AT_EPOCH
 
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 STATS = {"gpus": SourceStat(0.012), "disks": SourceStat(0.5, ok=False, error="disks: hung")}
 
@@ -30,22 +29,6 @@ def scrape(info: hm_pb2.HostInfo | None, stats: dict[str, SourceStat] | None = N
 
     return generate_latest(build_registry(snapshot, STATS if stats is None else stats,
                                           pids=pids)).decode()
-
-
-def samples(text: str) -> Samples:
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for fam in text_string_to_metric_families(text)
-        for s in fam.samples
-    }
-
-
-def of(found: Samples, name: str) -> dict[frozenset[tuple[str, str]], float]:
-    return {labels: v for (n, labels), v in found.items() if n == name}
-
-
-def one(found: Samples, name: str, **labels: str) -> float:
-    return found[(name, frozenset(labels.items()))]
 
 
 def busy() -> hm_pb2.HostInfo:

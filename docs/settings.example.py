@@ -33,3 +33,5 @@ token = "123456"
 # prometheus_username = "hmonitor"   # basic auth instead of a token, with prometheus_password
 # prometheus_password = ""
 # prometheus_timeout = 5    # seconds: the deadline of every history query
+# prometheus_job = "hmonitor"   # the scrape job read ("hmonitor-web" when scraping the dashboard)
+# metrics_token = "..."     # a Bearer token for /metrics alone (Prometheus scraping the dashboard)

@@ -16,8 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from builders import host_info
 from fakenvml import FakeGpu, FakeProc
 from test_agent_metrics_http import MetricsAgent, get, names, samples
+
+from hmonitor.metricfamilies import HostFamilies
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "hmonitor.json"
@@ -115,7 +118,14 @@ def test_layout() -> None:
     assert variables["DS_PROMETHEUS"]["type"] == "datasource"
     assert variables["DS_PROMETHEUS"]["query"] == "prometheus"
     assert set(variables) == {"DS_PROMETHEUS", "host", "gpu", "user"}
-    assert dict(variable_queries())["host"] == "label_values(hmonitor_build_info, host)"
+    # Hosts from a family the agents and the dashboard's /metrics both serve, for every up host
+    host_metric = re.fullmatch(r"label_values\((\w+), host\)", dict(variable_queries())["host"])
+    assert host_metric is not None
+    info = host_info("h", [])  # a host without GPUs, as every agent reports its memory
+    info.mem_total, info.mem_used = 64 * GIB, GIB
+    both = HostFamilies(dcgm=False, extra_labels=["host"])
+    both.add(info, ("h",))
+    assert host_metric.group(1) in {f.name for f in both.filled()}
     assert all(v["datasource"]["uid"] == "${DS_PROMETHEUS}"
                for v in variables.values() if v["type"] == "query")
 

@@ -362,6 +362,9 @@ def test_the_prometheus_history_keys_are_read(tmp_path: Path) -> None:
          "must hold one token"),
         ('prometheus_bearer_token_file = "tok"\nprometheus_username = "a"\n'
          'prometheus_password = "b"\n', "prometheus_username", "not both"),
+        ('prometheus_job = ""\n', "prometheus_job", "is empty"),
+        ('metrics_token = "short"\n', "metrics_token", "shorter than 16 characters"),
+        ('metrics_token = "two words here, long enough"\n', "metrics_token", "one word"),
     ],
 )
 def test_a_bad_prometheus_key_is_named(

@@ -104,7 +104,7 @@ def test_gpu_user_and_disk_families_of_up_hosts_with_a_host_label(client: FlaskC
     own = {"host": "node1", "gpu": "0", "uuid": "GPU-aaaa", "model": "NVIDIA A100-SXM4-80GB"}
     assert of(found, "hmonitor_gpu_up") == {
         lab(host="node1", gpu="0", error=""): 1,
-        lab(host="node1", gpu="1", error="GPU lost: GPU is lost"): 0}
+        lab(host="node1", gpu="1", error="GPU is lost"): 0}
     assert of(found, "hmonitor_gpu_utilization_ratio") == {lab(**own): 0.37}
     assert of(found, "hmonitor_gpu_memory_used_bytes") == {lab(**own): 8 * GIB}
     assert of(found, "hmonitor_gpu_memory_total_bytes") == {lab(**own): 80 * GIB}

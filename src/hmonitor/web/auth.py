@@ -130,8 +130,13 @@ def _live_session() -> Session | None:
 
 
 def _token_matches(given: str) -> bool:
-    expected = get_state().settings.token
-    return hmac.compare_digest(given.encode(), expected.encode())
+    """The login token; on /metrics also ``metrics_token``, a token good for nothing else, for
+    the Prometheus servers that scrape it."""
+    settings = get_state().settings
+    if hmac.compare_digest(given.encode(), settings.token.encode()):
+        return True
+    return bool(settings.metrics_token) and request.path == "/metrics" and hmac.compare_digest(
+        given.encode(), settings.metrics_token.encode())
 
 
 def _bearer_token() -> str | None:

@@ -48,7 +48,7 @@ def write_targets(path: str | os.PathLike[str], groups: Sequence[Mapping[str, An
     """Write ``groups`` as JSON to ``path`` atomically (same-folder temporary file + replace)."""
     out = Path(path)
     text = json.dumps(list(groups), indent=2) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent or ".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -93,11 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as err:
         print(f"{prog}: {_one_line(str(err))}", file=sys.stderr)
         return 2
-    try:
-        groups = targets(settings.servers, args.metrics_port)
-    except ValueError as err:  # load_settings checks addresses; kept for callers of targets()
-        print(f"{prog}: {args.settings}: servers: {err}", file=sys.stderr)
-        return 2
+    groups = targets(settings.servers, args.metrics_port)  # addresses checked by load_settings
     try:
         write_targets(args.out, groups)
     except OSError as err:

@@ -23,6 +23,8 @@ from hmonitor.web.settings_checks import (
     check_address,
     check_history_backend,
     check_http_url,
+    check_metrics_token,
+    check_nonempty,
     check_percent,
     check_positive,
     check_rate,
@@ -81,6 +83,8 @@ class Settings:
     prometheus_username: str | None = None  # basic auth, with prometheus_password
     prometheus_password: str | None = None
     prometheus_timeout: float = 5.0  # seconds: the deadline of every query
+    prometheus_job: str = "hmonitor"  # the scrape job whose series the history reads
+    metrics_token: str = ""  # a Bearer token good only for /metrics (Prometheus's scrapes)
 
     @property
     def tls(self) -> bool:
@@ -93,7 +97,7 @@ KNOWN_KEYS: tuple[str, ...] = (
     "tls_key", "tls_server_name", "session_lifetime", "history_addr", "history_raw_days",
     "history_keep_days", "idle_util_threshold", "idle_minutes", "data_dir", "failed_login_limit",
     "history_backend", "prometheus_url", "prometheus_bearer_token_file", "prometheus_username",
-    "prometheus_password", "prometheus_timeout",
+    "prometheus_password", "prometheus_timeout", "prometheus_job", "metrics_token",
 )
 
 
@@ -258,6 +262,8 @@ def _validate(
     _optional(namespace, "prometheus_bearer_token_file", values, problems, file_checker(folder))
     for key in ("prometheus_username", "prometheus_password"):
         _optional(namespace, key, values, problems, check_str)
+    _optional(namespace, "prometheus_job", values, problems, check_nonempty)
+    _optional(namespace, "metrics_token", values, problems, check_metrics_token)
 
     # Keys that only make sense together.
     if ("tls_cert" in values) != ("tls_key" in values):

@@ -17,6 +17,8 @@ __all__ = [
     "check_address",
     "check_history_backend",
     "check_http_url",
+    "check_metrics_token",
+    "check_nonempty",
     "check_percent",
     "check_positive",
     "check_rate",
@@ -72,6 +74,24 @@ def check_str(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"must be a string (got {type(value).__name__})")
     return value
+
+
+def check_nonempty(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string (got {type(value).__name__})")
+    if not value.strip():
+        raise ValueError("is empty")
+    return value
+
+
+def check_metrics_token(value: Any) -> str:
+    """A token for /metrics alone: one word (it travels in an HTTP header), long enough."""
+    token = check_nonempty(value)
+    if any(c.isspace() for c in token) or not token.isprintable():
+        raise ValueError("must be one word: no spaces or control characters")
+    if len(token) < 16:
+        raise ValueError("is shorter than 16 characters: too easy to guess")
+    return token
 
 
 def check_secret(value: Any) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,33 +58,48 @@ class ReloadResult:
 
 def prometheus_history(settings: Settings) -> PrometheusHistory:
     """The Prometheus backend that settings.py configures (history_backend = "prometheus")."""
-    token = None
-    if settings.prometheus_bearer_token_file is not None:
-        token = settings.prometheus_bearer_token_file.read_text(encoding="utf-8").strip()
     return PrometheusHistory(
-        settings.prometheus_url or "", timeout=settings.prometheus_timeout, bearer_token=token,
+        settings.prometheus_url or "", timeout=settings.prometheus_timeout,
+        bearer_token_file=settings.prometheus_bearer_token_file,
         username=settings.prometheus_username, password=settings.prometheus_password,
+        job=settings.prometheus_job,
     )
 
 
 class GuardedHistory:
     """A remote history behind the pages: a query it cannot answer (unreachable, slow, an
-    error) gives the empty answer, so every page still renders, and is kept as ``fault`` (shown
-    with the storage faults: "history unavailable") until a query succeeds again."""
+    error) gives the empty answer, so every page still renders, and is kept as a fault (shown
+    with the storage faults: "history unavailable") until that kind of query succeeds again.
+
+    A store that did not answer at all is left alone for ``BACKOFF`` seconds: a page asks
+    several queries, and each would wait its whole deadline on a store that is gone."""
+
+    BACKOFF = 30.0
 
     def __init__(self, inner: PrometheusHistory) -> None:
         self.inner = inner
-        self.fault: str | None = None
+        self._faults: dict[str, str] = {}  # query kind -> why it failed last
+        self._quiet_until = 0.0  # monotonic: no queries before, after an unreachable store
 
-    def _guarded(self, call: Callable[[], T], empty: T) -> T:
-        try:
-            out = call()
-        except HistoryUnavailable as err:
-            if self.fault != str(err):
-                log.warning("history unavailable: %s", err)
-            self.fault = str(err)
+    @property
+    def fault(self) -> str | None:
+        return next(iter(self._faults.values()), None)
+
+    def _guarded(self, call: Callable[..., T], empty: T, *args: Any) -> T:
+        """``call(*args)`` (a method of the remote history), or ``empty`` when it fails."""
+        kind = call.__name__
+        if time.monotonic() < self._quiet_until:
             return empty
-        self.fault = None
+        try:
+            out = call(*args)
+        except HistoryUnavailable as err:
+            if self._faults.get(kind) != str(err):
+                log.warning("history unavailable: %s", err)
+            self._faults[kind] = str(err)
+            if err.unreachable:
+                self._quiet_until = time.monotonic() + self.BACKOFF
+            return empty
+        self._faults.pop(kind, None)
         return out
 
     def series(
@@ -91,36 +107,35 @@ class GuardedHistory:
         max_points: int = 1000, agg: Agg = "avg",
     ) -> tuple[list[float], list[float]]:
         empty: tuple[list[float], list[float]] = ([], [])
-        return self._guarded(
-            lambda: self.inner.series(host, gpu, metric, since, until, max_points, agg), empty)
+        return self._guarded(self.inner.series, empty, host, gpu, metric, since, until,
+                             max_points, agg)
 
     def sparklines(
         self, window: float, now: float, points: int = 60, hosts: Iterable[str] | None = None,
     ) -> dict[tuple[str, int], dict[str, list[float]]]:
-        return self._guarded(lambda: self.inner.sparklines(window, now, points, hosts), {})
+        return self._guarded(self.inner.sparklines, {}, window, now, points, hosts)
 
     def process_series(
         self, host: str, gpu: int, since: float, until: float, max_points: int = 1000
     ) -> tuple[list[float], dict[str, list[float]]]:
         empty: tuple[list[float], dict[str, list[float]]] = ([], {})
-        return self._guarded(
-            lambda: self.inner.process_series(host, gpu, since, until, max_points), empty)
+        return self._guarded(self.inner.process_series, empty, host, gpu, since, until, max_points)
 
     def user_usage(
         self, now: float, windows: Sequence[float]
     ) -> dict[str, dict[float, UsageTotals]]:
-        return self._guarded(lambda: self.inner.user_usage(now, windows), {})
+        return self._guarded(self.inner.user_usage, {}, now, windows)
 
     def job_usage(self, now: float, window: float, limit: int = 200) -> list[JobUsage]:
-        return self._guarded(lambda: self.inner.job_usage(now, window, limit), [])
+        return self._guarded(self.inner.job_usage, [], now, window, limit)
 
     def idle_hogs(
         self, now: float, util_threshold: float = 5.0, min_seconds: float = 7200
     ) -> list[IdleHog]:
-        return self._guarded(lambda: self.inner.idle_hogs(now, util_threshold, min_seconds), [])
+        return self._guarded(self.inner.idle_hogs, [], now, util_threshold, min_seconds)
 
     def host_uptime(self, host: str, since: float, until: float) -> float | None:
-        return self._guarded(lambda: self.inner.host_uptime(host, since, until), None)
+        return self._guarded(self.inner.host_uptime, None, host, since, until)
 
     def gpus(self) -> list[tuple[str, int, str]]:
         return self._guarded(self.inner.gpus, [])

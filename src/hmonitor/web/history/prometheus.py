@@ -33,6 +33,7 @@ How the SQLite semantics map, and where this is an approximation:
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import math
 import re
@@ -40,8 +41,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar, cast
 
 from .backend import GPU_METRICS, Agg, IdleHog, JobUsage, UsageTotals
 
@@ -59,12 +61,32 @@ _FAMILIES: dict[str, tuple[str, float]] = {
 
 
 class HistoryUnavailable(RuntimeError):
-    """The history store cannot answer now (unreachable, too slow, or an error); one line."""
+    """The history store cannot answer now (unreachable, too slow, or an error); one line.
+    ``unreachable``: no answer at all (refused, timed out), rather than an error answered."""
+
+    def __init__(self, message: str, *, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
 
 
 def _str(value: str) -> str:
-    """A PromQL string literal (Go escapes, which JSON's are a subset of)."""
-    return json.dumps(value)
+    """A PromQL string literal (Go escapes, which JSON's are a subset of). Non-ASCII as it is:
+    JSON's surrogate pairs for characters outside the BMP are not valid in PromQL."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an error: following it would carry the Authorization header elsewhere."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+# No proxy from the environment (an HTTP_PROXY meant for the internet would take the queries to
+# an intranet store with it) and no redirects.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect)
+T = TypeVar("T")
+USAGE_TTL = 60.0  # seconds: users' and jobs' hours over days barely move in a minute
 
 
 def _dur(seconds: float) -> str:
@@ -77,43 +99,56 @@ class PrometheusHistory:
 
     def __init__(
         self, url: str, *, timeout: float = 5.0, bearer_token: str | None = None,
-        username: str | None = None, password: str | None = None, job: str = "hmonitor",
-        usage_step: float = 60.0,
+        bearer_token_file: Path | None = None, username: str | None = None,
+        password: str | None = None, job: str = "hmonitor", usage_step: float = 60.0,
     ) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.job = job
         self.usage_step = usage_step
+        self._token_file = bearer_token_file  # read at every query: a rotated token is taken
         self._headers = {"Accept": "application/json"}
         if bearer_token:
             self._headers["Authorization"] = f"Bearer {bearer_token}"
         elif username is not None:
             pair = f"{username}:{password or ''}".encode()
             self._headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+        self._usage: dict[tuple[Any, ...], tuple[float, Any]] = {}  # key -> (made at, answer)
 
     # --- the HTTP API -----------------------------------------------------------------------------
 
-    def _get(self, path: str, params: dict[str, str]) -> Any:
+    def _get(self, path: str, params: dict[str, str] | list[tuple[str, str]]) -> Any:
         """GET the API; its ``data``, or HistoryUnavailable in one line."""
-        query = urllib.parse.urlencode({**params, "timeout": _dur(self.timeout)})
-        req = urllib.request.Request(f"{self.url}{path}?{query}", headers=self._headers)
+        pairs = list(params.items()) if isinstance(params, dict) else list(params)
+        query = urllib.parse.urlencode([*pairs, ("timeout", _dur(self.timeout))])
         where = f"Prometheus at {_safe(self.url)}"
+        headers = dict(self._headers)
+        if self._token_file is not None:
+            try:
+                token = self._token_file.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeError) as err:
+                raise HistoryUnavailable(f"{where}: cannot read the bearer token file "
+                                         f"{self._token_file}: {err}") from None
+            headers["Authorization"] = f"Bearer {token}"
+        req = urllib.request.Request(f"{self.url}{path}?{query}", headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with _OPENER.open(req, timeout=self.timeout) as resp:
                 body = json.loads(resp.read())
         except urllib.error.HTTPError as err:
             try:
                 detail = json.loads(err.read()).get("error") or err.reason
-            except (ValueError, AttributeError, OSError):
+            except (ValueError, AttributeError, OSError, http.client.HTTPException):
                 detail = err.reason
             raise HistoryUnavailable(f"{where}: HTTP {err.code}: {detail}") from None
         except urllib.error.URLError as err:
-            raise HistoryUnavailable(f"{where} cannot be reached: {err.reason}") from None
+            raise HistoryUnavailable(f"{where} cannot be reached: {err.reason}",
+                                     unreachable=True) from None
         except TimeoutError:
-            raise HistoryUnavailable(
-                f"{where} did not answer within {self.timeout:g} s") from None
-        except (OSError, ValueError) as err:
-            raise HistoryUnavailable(f"{where}: bad answer: {err}") from None
+            raise HistoryUnavailable(f"{where} did not answer within {self.timeout:g} s",
+                                     unreachable=True) from None
+        except (OSError, ValueError, http.client.HTTPException) as err:
+            # A reset, a garbled status line (not an HTTP server: a gRPC port?), a cut body
+            raise HistoryUnavailable(f"{where}: bad answer: {err!r}", unreachable=True) from None
         if not isinstance(body, dict) or body.get("status") != "success":
             detail = body.get("error") if isinstance(body, dict) else "not a JSON object"
             raise HistoryUnavailable(f"{where}: query failed: {detail}")
@@ -122,9 +157,14 @@ class PrometheusHistory:
     def query(self, expr: str, t: float) -> list[tuple[dict[str, str], float]]:
         """An instant vector: (labels, value) per series."""
         data = self._get("/api/v1/query", {"query": expr, "time": f"{t:.3f}"})
-        if data.get("resultType") != "vector":
-            return []
-        return [(r.get("metric", {}), float(r["value"][1])) for r in data.get("result", [])]
+        try:
+            if data.get("resultType") != "vector":
+                return []
+            return [(dict(r.get("metric", {})), float(r["value"][1]))
+                    for r in data.get("result", [])]
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError) as err:
+            raise HistoryUnavailable(f"Prometheus at {_safe(self.url)}: a vector not as the "
+                                     f"API documents it: {err!r}") from None
 
     def query_range(
         self, expr: str, start: float, end: float, step: float
@@ -133,10 +173,14 @@ class PrometheusHistory:
         data = self._get("/api/v1/query_range", {
             "query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:.3f}",
         })
-        if data.get("resultType") != "matrix":
-            return []
-        return [(r.get("metric", {}), [(float(t), float(v)) for t, v in r.get("values", [])])
-                for r in data.get("result", [])]
+        try:
+            if data.get("resultType") != "matrix":
+                return []
+            return [(dict(r.get("metric", {})), [(float(t), float(v)) for t, v in r["values"]])
+                    for r in data.get("result", [])]
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError) as err:
+            raise HistoryUnavailable(f"Prometheus at {_safe(self.url)}: a matrix not as the "
+                                     f"API documents it: {err!r}") from None
 
     def _sel(self, family: str, *matchers: str, **labels: str) -> str:
         """``family{job="...", label="value", ..., matchers...}``."""
@@ -180,21 +224,18 @@ class PrometheusHistory:
         value per equal stretch, NaN where there is none."""
         if points < 1 or window <= 0:
             return {}
-        wanted: dict[str, str] = {}
+        only: list[str] = []
         if hosts is not None:
             names = sorted(set(hosts))
             if not names:
                 return {}
-            wanted["host"] = "|".join(re.escape(h) for h in names)
+            only.append(f"host=~{_str('|'.join(re.escape(h) for h in names))}")
         step = window / points
         start = now - window + step
         rng = _dur(step)
 
         def sel(family: str) -> str:
-            base = self._sel(family)
-            if not wanted:
-                return base
-            return f"{base[:-1]}, host=~{_str(wanted['host'])}}}"
+            return self._sel(family, *only)
 
         exprs = {
             "util": f"avg by (host, gpu) (avg_over_time({sel(_FAMILIES['util'][0])}[{rng}]))"
@@ -237,11 +278,28 @@ class PrometheusHistory:
                 line[index[t]] += v
         return [t - step / 2 for t in stamps], users
 
+    def _cached(self, key: tuple[Any, ...], now: float, make: Callable[[], T]) -> T:
+        """``make()``, or its answer for ``key`` made less than USAGE_TTL from ``now``: a page
+        of users' hours asks for windows of days, each a subquery over every user's series."""
+        hit = self._usage.get(key)
+        if hit is not None and abs(now - hit[0]) < USAGE_TTL:
+            return cast(T, hit[1])
+        out = make()
+        self._usage = {k: v for k, v in self._usage.items() if abs(now - v[0]) < USAGE_TTL}
+        self._usage[key] = (now, out)
+        return out
+
     def user_usage(
         self, now: float, windows: Sequence[float]
     ) -> dict[str, dict[float, UsageTotals]]:
         """Per user, per window w: GPU-hours and GiB-hours over [now - w, now); see the module
         for the approximation."""
+        return self._cached(("users", tuple(windows)), now,
+                            lambda: self._user_usage(now, windows))
+
+    def _user_usage(
+        self, now: float, windows: Sequence[float]
+    ) -> dict[str, dict[float, UsageTotals]]:
         mem = self._sel("hmonitor_gpu_user_memory_bytes")
         holding = f"count by (host, gpu, user) ({mem} > 0)"
         share = f"({holding} / on (host, gpu) group_left count by (host, gpu) ({holding}))"
@@ -269,6 +327,10 @@ class PrometheusHistory:
         integral of its share of each GPU (a user's share split between the user's jobs on it
         and the processes outside any, as SQLite splits it) and of its memory; see the module
         for the approximation."""
+        return self._cached(("jobs", window, limit), now,
+                            lambda: self._job_usage(now, window, limit))
+
+    def _job_usage(self, now: float, window: float, limit: int) -> list[JobUsage]:
         if window <= 0:
             return []
         family = "hmonitor_gpu_job_memory_bytes"
@@ -338,24 +400,30 @@ class PrometheusHistory:
         return hogs
 
     def host_uptime(self, host: str, since: float, until: float) -> float | None:
-        """Fraction of the scrapes of ``host`` in [since, until) that succeeded; None if none."""
+        """Fraction of the polls of ``host`` in [since, until) that succeeded; None if none:
+        the dashboard's ``hmonitor_host_up`` where Prometheus scrapes the dashboard, else the
+        scrapes of the agent (``up``)."""
         if until <= since:
             return None
-        rows = self.query(
-            f"avg(avg_over_time({self._sel('up', host=host)}[{_dur(until - since)}]))", until)
+        rng = _dur(until - since)
+        polled = f"avg(avg_over_time({self._sel('hmonitor_host_up', host=host)}[{rng}]))"
+        scraped = f"avg(avg_over_time({self._sel('up', host=host)}[{rng}]))"
+        rows = self.query(f"{polled} or {scraped}", until)
         values = [v for _, v in rows if not math.isnan(v)]
         return values[0] if values else None
 
     def gpus(self) -> list[tuple[str, int, str]]:
-        """(host, GPU index, model) of every GPU with a memory total in the last 30 days."""
-        sel = self._sel(_FAMILIES["mem_total"][0])
-        rows = self.query(f"max by (host, gpu, model) (max_over_time({sel}[30d]))",
-                          time.time())
+        """(host, GPU index, model) of every GPU with a memory total in the last 30 days, from
+        the series index (no samples read)."""
+        now = time.time()
+        data = self._get("/api/v1/series", [
+            ("match[]", self._sel(_FAMILIES["mem_total"][0])),
+            ("start", f"{now - 30 * 86400:.3f}"), ("end", f"{now:.3f}")])
         found = set()
-        for labels, _ in rows:
-            key = _gpu_key(labels)
+        for labels in data if isinstance(data, list) else []:
+            key = _gpu_key(labels) if isinstance(labels, dict) else None
             if key is not None:
-                found.add((key[0], key[1], labels.get("model", "")))
+                found.add((key[0], key[1], str(labels.get("model", ""))))
         return sorted(found)
 
     def close(self) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from hmonitor._pb import hm_pb2
-from hmonitor.wire import EXPIRED_AT_EPOCH, is_lost, proc_owner
+from hmonitor.wire import EXPIRED_AT_EPOCH, LOST_PREFIX, is_lost, proc_owner
 
 __all__ = ["DCGM_LABELS", "GPU_LABELS", "MAX_USERS_PER_GPU", "OTHER_USER", "Family",
            "HostFamilies", "TextFamily", "exposition"]
@@ -223,7 +223,7 @@ class HostFamilies:
         nat, dc = self.native, self.dcgm
         index = str(g.id)
         if is_lost(g.name):  # only its index and reason are known: no readings, no DCGM series
-            nat["gpu_up"].add_metric((*x, index, g.name), 0)
+            nat["gpu_up"].add_metric((*x, index, lost_reason(g.name)), 0)
             return
         nat["gpu_up"].add_metric((*x, index, ""), 1)
         own = (*x, index, g.uuid, g.name)
@@ -262,25 +262,36 @@ class HostFamilies:
         """Per-user memory and process counts on one GPU, at most MAX_USERS_PER_GPU users; on a
         GPU running a Slurm job, per (user, job) memory too (job "" for the user's processes
         outside a job: the history splits a user's share of the GPU between these groups, as
-        the SQLite history does)."""
+        the SQLite history does).
+
+        A process is counted once per GPU: on a MIG GPU, NVML lists it once per (GPU instance,
+        compute instance) it uses, and its memory is the sum of those entries."""
         held: dict[str, list[int]] = {}  # user -> [bytes, processes]
         groups: dict[tuple[str, str], list[int]] = {}  # (user, job) -> [bytes, processes]
+        by_pid: dict[int, list[Any]] = {}  # pid -> [user, job, bytes, command]
         in_job = False
         for p in procs:
+            seen = by_pid.get(p.pid)
+            if seen is not None:  # the same process on another MIG instance of this GPU
+                seen[2] += p.mem
+                held[seen[0]][0] += p.mem
+                groups[(seen[0], seen[1])][0] += p.mem
+                continue
             user = proc_owner(p)
-            entry = held.setdefault(user, [0, 0])
-            entry[0] += p.mem
-            entry[1] += 1
             job = ""
             if p.HasField("job"):
                 job, in_job = str(p.job.id), True
+            by_pid[p.pid] = [user, job, p.mem, p.basename]
+            entry = held.setdefault(user, [0, 0])
+            entry[0] += p.mem
+            entry[1] += 1
             entry = groups.setdefault((user, job), [0, 0])
             entry[0] += p.mem
             entry[1] += 1
-            if self.pids:
-                self.native["process_gpu_memory_bytes"].add_metric(
-                    (*x, index, str(p.pid), user, p.basename), p.mem
-                )
+        if self.pids:
+            family = self.native["process_gpu_memory_bytes"]
+            for pid, (user, _, mem, command) in by_pid.items():
+                family.add_metric((*x, index, str(pid), user, command), mem)
         memory, count = self.native["gpu_user_memory_bytes"], self.native["gpu_user_processes"]
         for user, (mem, n) in _bounded(held, OTHER_USER):
             labels = (*x, index, user)
@@ -305,6 +316,11 @@ class HostFamilies:
         family = self.native["account_expiry_timestamp_seconds"]
         for user, date in sorted(when.items()):
             family.add_metric((*x, user), date)
+
+
+def lost_reason(name: str) -> str:
+    """A lost GPU's reason, from its wire name "GPU lost: <reason>" (the ``error`` label)."""
+    return name[len(LOST_PREFIX):].strip() if is_lost(name) else name
 
 
 def _bounded(held: dict[Any, list[int]], other: Any) -> list[tuple[Any, list[int]]]:

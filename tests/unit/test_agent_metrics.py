@@ -9,11 +9,13 @@ import subprocess
 import pytest
 from builders import FAR_FUTURE, GIB, MIB, gpu, host_info, lost_gpu, proc
 from prometheus_client import generate_latest
-from promtext import of, one, samples
+from promtext import names, of, one, samples
 
+from hmonitor import __version__
 from hmonitor._pb import hm_pb2
-from hmonitor.agent.metrics import MAX_USERS_PER_GPU, OTHER_USER, build_registry, families
+from hmonitor.agent.metrics import build_registry, families
 from hmonitor.agent.snapshot import SourceStat
+from hmonitor.metricfamilies import MAX_USERS_PER_GPU, OTHER_USER
 from hmonitor.wire import EXPIRATION_NEVER, EXPIRATION_UNKNOWN, EXPIRED_AT_EPOCH
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -84,7 +86,9 @@ def test_native_gpu_family_in_base_units() -> None:
 
 def test_lost_gpu_is_up_0_with_its_reason_and_no_readings() -> None:
     found = samples(scrape(busy()))
-    assert one(found, "hmonitor_gpu_up", gpu="2", error="GPU lost: GPU is lost") == 0
+    # The reason alone, as the alert's description quotes it (the wire's "GPU lost: " prefix
+    # would say it twice).
+    assert one(found, "hmonitor_gpu_up", gpu="2", error="GPU is lost") == 0
     for (name, labels), _ in found.items():
         if name.startswith(("DCGM_", "hmonitor_gpu_")) and name != "hmonitor_gpu_up":
             assert dict(labels).get("gpu") != "2", name
@@ -156,8 +160,45 @@ def test_failing_gpu_source_and_failing_snapshot_still_scrape() -> None:
     assert one(found, "hmonitor_nvml_up") == 0
     assert one(found, "hmonitor_source_success", source="gpus") == 0
     found = samples(scrape(None))  # the snapshot itself raised: the stats still come
-    assert one(found, "hmonitor_nvml_up") == 0
     assert one(found, "hmonitor_source_success", source="disks") == 0
+
+
+def test_nvml_up_is_the_gpu_source_alone() -> None:
+    # The snapshot failed for a reason of its own (say a disk): NVML answered all the same, so
+    # HmonitorNvmlFailing must not fire.
+    found = samples(scrape(None))
+    assert one(found, "hmonitor_source_success", source="gpus") == 1
+    assert one(found, "hmonitor_nvml_up") == 1
+    # No GPU source has run yet: nothing is known of NVML, so no series rather than a false 0.
+    assert "hmonitor_nvml_up" not in names(samples(scrape(None, {})))
+
+
+def test_build_info_even_when_the_snapshot_fails() -> None:
+    found = samples(scrape(None))
+    assert one(found, "hmonitor_build_info", version=__version__, driver_version="",
+               cuda_version="") == 1
+
+
+def test_a_process_on_several_mig_instances_counts_once() -> None:
+    # NVML lists a process once per (GPU instance, compute instance) it uses on a MIG GPU.
+    parts = []
+    for gi, mem in ((1, 2), (2, 3)):
+        p = proc("alice", pid=500, mem_gib=mem, basename="train")
+        p.mig.gpu_instance, p.mig.compute_instance = gi, 0
+        parts.append(p)
+    g = gpu(0, *parts, proc("alice", pid=501, mem_gib=1))
+    g.mig_enabled = True
+    found = samples(scrape(host_info("h", [g]), pids=True))
+    assert one(found, "hmonitor_gpu_user_processes", gpu="0", user="alice") == 2
+    assert one(found, "hmonitor_gpu_user_memory_bytes", gpu="0", user="alice") == 6 * GIB
+    per_pid = of(found, "hmonitor_process_gpu_memory_bytes")
+    assert per_pid == {
+        frozenset({"gpu": "0", "pid": "500", "user": "alice", "command": "train"}.items()):
+            5 * GIB,
+        frozenset({"gpu": "0", "pid": "501", "user": "alice", "command": "python"}.items()):
+            1 * GIB,
+    }
+    assert "# HELP" in scrape(host_info("h", [g]), pids=True)  # and it renders (no duplicates)
 
 
 def test_per_pid_series_only_when_asked() -> None:
@@ -179,7 +220,7 @@ def test_owner_in_a_container_and_without_a_name() -> None:
 
 
 def test_families_leave_out_empty_ones() -> None:
-    names = {m.name for m in families(host_info("h", [], disks=()), {})}
+    names = {m.name for m in families(host_info("h", [], disks=()), {"gpus": SourceStat()})}
     assert "DCGM_FI_DEV_GPU_UTIL" not in names and "hmonitor_disk_used_bytes" not in names
     assert {"hmonitor_nvml_up", "hmonitor_build"} <= names
 

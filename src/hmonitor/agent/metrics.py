@@ -1,18 +1,10 @@
-"""The agent's Prometheus metrics: a custom collector over the cached HostInfo snapshot.
+"""The agent's Prometheus metrics: a custom collector over the cached HostInfo snapshot, read at
+scrape time (client_python's "custom collectors"), so a process that exits leaves no stale series.
 
-Read at scrape time (client_python's "custom collectors"), so a process that exits leaves no stale
-series, and a scrape costs no NVML work beyond the snapshot's short cache. The HostInfo families
-live in ``hmonitor.metricfamilies`` (the dashboard's /metrics uses them too); here the agent adds
-its sources' stats, ``nvml_up`` and the build info. Two families:
-
-- DCGM-compatible (``DCGM_FI_DEV_*``, labels ``gpu``, ``UUID``, ``device``, ``modelName``,
-  ``hostname``) so dashboards made for NVIDIA's dcgm-exporter (Grafana 12239) fill in unchanged;
-  units as dcgm-exporter has them (%, °C, MiB, W, MHz).
-- Native (``hmonitor_*``) by the Prometheus naming guide: base units, ratios, ``_bytes``,
-  ``_seconds``; no host label (Prometheus adds the target's labels).
-
-Nothing here raises out of ``collect``: a failing source is ``hmonitor_source_success 0``, a lost
-GPU ``hmonitor_gpu_up 0`` with its reason, never a failed scrape.
+The HostInfo families (DCGM-compatible and native) are ``hmonitor.metricfamilies``'s, shared with
+the dashboard; here the agent adds its own health: its sources' stats, ``nvml_up`` and the build
+info. Nothing here raises out of ``collect``: a failing source is ``hmonitor_source_success 0``,
+a lost GPU ``hmonitor_gpu_up 0`` with its reason, never a failed scrape.
 """
 
 from __future__ import annotations
@@ -26,11 +18,11 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from hmonitor import __version__
 from hmonitor._pb import hm_pb2
 from hmonitor.agent.snapshot import SourceStat
-from hmonitor.metricfamilies import MAX_USERS_PER_GPU, OTHER_USER, HostFamilies
+from hmonitor.metricfamilies import HostFamilies
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MAX_USERS_PER_GPU", "OTHER_USER", "SnapshotMetrics", "build_registry", "families"]
+__all__ = ["SnapshotMetrics", "build_registry", "families"]
 
 
 def families(
@@ -55,19 +47,18 @@ def families(
         duration.add_metric([name], stat.seconds)
         success.add_metric([name], 1 if stat.ok else 0)
     gpus = stats.get("gpus")
-    nvml.add_metric([], 1 if info is not None and gpus is not None and gpus.ok else 0)
-    out: list[Metric] = [*host.metrics(), *(m for m in (duration, success) if m.samples), nvml]
-    if info is not None:
-        out.append(InfoMetricFamily(
-            "hmonitor_build",
-            "The agent's version and the GPU driver's (1).",
-            value={
-                "version": info.agent_version or __version__,
-                "driver_version": info.driver_version,
-                "cuda_version": info.cuda_version,
-            },
-        ))
-    return out
+    if gpus is not None:  # the GPU source's own outcome, whatever became of the rest
+        nvml.add_metric([], 1 if gpus.ok else 0)
+    build = InfoMetricFamily(
+        "hmonitor_build",
+        "The agent's version and the GPU driver's (1); the driver's empty where unknown.",
+        value={
+            "version": (info.agent_version if info is not None else "") or __version__,
+            "driver_version": info.driver_version if info is not None else "",
+            "cuda_version": info.cuda_version if info is not None else "",
+        },
+    )
+    return [*host.metrics(), *(m for m in (duration, success, nvml) if m.samples), build]
 
 
 class SnapshotMetrics(Collector):

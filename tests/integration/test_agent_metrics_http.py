@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 import socket
 import ssl
@@ -24,6 +25,8 @@ from fakenvml import (
     write_config,
 )
 from promtext import names, one, samples
+
+import hmonitor
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -161,6 +164,25 @@ def test_missing_nvml_is_a_successful_scrape(run_agent: MetricsAgent) -> None:
     assert one(found, "hmonitor_nvml_up") == 0
     assert one(found, "hmonitor_source_success", source="gpus") == 0
     assert not any(n.startswith("DCGM_") for n in names(found))
+
+
+def test_no_driver_library_is_no_nvml_up(tmp_path: Path) -> None:
+    # A host without NVIDIA GPUs has no libnvidia-ml.so.1: nothing is failing there.
+    port = free_port()
+    env = dict(os.environ, LD_LIBRARY_PATH=str(tmp_path))  # no libnvidia-ml.so.1 anywhere
+    agent = start_agent(tmp_path, ["--cache-ttl", "0", "--metrics-addr", f"127.0.0.1:{port}"],
+                        env=env)
+    try:
+        _wait_port(agent, port)
+        if "not found" not in agent.get_info().err:
+            pytest.skip("this machine has a real libnvidia-ml.so.1 on its library path")
+        found = samples(get(f"http://127.0.0.1:{port}/metrics")[1])
+    finally:
+        agent.stop()
+    assert "hmonitor_nvml_up" not in names(found)
+    assert one(found, "hmonitor_source_success", source="gpus") == 0
+    assert one(found, "hmonitor_build_info", version=hmonitor.__version__, driver_version="",
+               cuda_version="") == 1
 
 
 def test_allow_list_refuses_with_403(run_agent: MetricsAgent) -> None:

@@ -15,6 +15,7 @@ from hmonitor import __version__
 from hmonitor._pb import hm_pb2
 from hmonitor.agent.metrics import build_registry, families
 from hmonitor.agent.snapshot import SourceStat
+from hmonitor.agent.sources.disks import DiskFailure
 from hmonitor.metricfamilies import MAX_USERS_PER_GPU, OTHER_USER
 from hmonitor.wire import EXPIRATION_NEVER, EXPIRATION_UNKNOWN, EXPIRED_AT_EPOCH
 
@@ -171,6 +172,31 @@ def test_nvml_up_is_the_gpu_source_alone() -> None:
     assert one(found, "hmonitor_nvml_up") == 1
     # No GPU source has run yet: nothing is known of NVML, so no series rather than a false 0.
     assert "hmonitor_nvml_up" not in names(samples(scrape(None, {})))
+
+
+def test_no_nvml_up_on_a_host_without_the_driver() -> None:
+    # No libnvidia-ml.so.1 at all: a host without NVIDIA GPUs (login, storage), where NVML is not
+    # failing but absent; HmonitorNvmlFailing must not fire for ever there.
+    none = {"gpus": SourceStat(0.001, ok=False, error="NVML library libnvidia-ml.so.1 not found:"
+                               " is the NVIDIA driver installed?")}
+    found = samples(scrape(host_info("h", [], err=none["gpus"].error), none))
+    assert "hmonitor_nvml_up" not in names(found)
+    assert one(found, "hmonitor_source_success", source="gpus") == 0
+
+
+def test_disk_up_per_mount_with_a_bounded_reason() -> None:
+    stats = {"disks": SourceStat(2.0, ok=False, error="statvfs /nfs: ...", failed_disks=(
+        DiskFailure("srv:/x", "/nfs", "no answer within 2.0 s (hung mount?)"),
+        DiskFailure("/dev/sdz1", "/long", "x" * 1000)))}
+    found = samples(scrape(busy(), stats))
+    assert of(found, "hmonitor_disk_up") == {
+        frozenset({"mount": "/data", "device": "/dev/md0", "error": ""}.items()): 1,
+        frozenset({"mount": "/nfs", "device": "srv:/x",
+                   "error": "no answer within 2.0 s (hung mount?)"}.items()): 0,
+        frozenset({"mount": "/long", "device": "/dev/sdz1", "error": "x" * 200}.items()): 0,
+    }
+    # the snapshot failed: the failing mounts still show
+    assert len(of(samples(scrape(None, stats)), "hmonitor_disk_up")) == 2
 
 
 def test_build_info_even_when_the_snapshot_fails() -> None:

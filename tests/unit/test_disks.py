@@ -11,17 +11,26 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import generate_latest
+from promtext import Samples, of, one, samples
 
+from hmonitor._pb import hm_pb2
+from hmonitor.agent.metrics import build_registry
+from hmonitor.agent.snapshot import Collector, Sources
 from hmonitor.agent.sources.disks import (
     DEFAULT_FSTYPES,
+    DiskFailure,
     DiskSource,
     DiskUsage,
     MountEntry,
     parse_mounts,
 )
+from hmonitor.agent.sources.gpu import GpuReading, GpuSystem
+from hmonitor.agent.sources.procs import ProcReader
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "mounts"
 MIXED = FIXTURES / "mixed.txt"
+LATIN1 = FIXTURES / "latin1.txt"  # a mount point and a device name that are not UTF-8
 
 
 def fake_result(blocks: int, free: int, frsize: int = 4096) -> os.statvfs_result:
@@ -160,3 +169,76 @@ def test_hung_mounts_cost_one_timeout_together(tmp_path: Path, fake: FakeStatvfs
     assert elapsed < 0.8  # three hung mounts: one timeout, not three
     assert [d.mount for d in scan.disks] == ["/mnt/d"]
     assert len(scan.errors) == 3
+
+
+class NoGpus:
+    """A GPU source with no GPUs (the disks are what these tests look at)."""
+
+    def read(self) -> list[GpuReading]:
+        return []
+
+    def system(self) -> GpuSystem:
+        return GpuSystem("560.35.03", "12.6")
+
+    def close(self) -> None:
+        pass
+
+
+def _collector(tmp_path: Path, disks: DiskSource) -> Collector:
+    return Collector(Sources(gpus=NoGpus(), disks=disks, procs=ProcReader(tmp_path),
+                             hostname=lambda: "node7"), ttl=0)
+
+
+def _scrape(collector: Collector) -> Samples:
+    return samples(generate_latest(build_registry(collector.snapshot, collector.stats)).decode())
+
+
+def test_a_mount_point_that_is_not_utf8_is_escaped_on_the_wire(
+    tmp_path: Path, fake: FakeStatvfs,
+) -> None:
+    # /proc/mounts holds bytes: a mount point made by a Latin-1 tool is not UTF-8, and protobuf
+    # strings (and Prometheus labels) must be.
+    scan = DiskSource(LATIN1, statvfs=fake).read()
+    assert [d.mount for d in scan.disks] == ["/", "/mnt/caf\udce9", "/mnt/ok"]
+    assert fake.calls["/mnt/caf\udce9"] == 1  # statvfs gets the very bytes back
+    collector = _collector(tmp_path, DiskSource(LATIN1, statvfs=fake))
+    info = collector.snapshot()
+    assert [(d.device, d.mount) for d in info.disks] == [
+        ("/dev/nvme0n1p2", "/"), ("/dev/sde1", "/mnt/caf\\xe9"), ("/dev/sdf\\xff", "/mnt/ok")]
+    assert hm_pb2.HostInfo.FromString(info.SerializeToString()) == info
+    found = _scrape(collector)
+    assert one(found, "hmonitor_disk_total_bytes", mount="/mnt/caf\\xe9",
+               device="/dev/sde1") == 1000 * 4096
+    assert one(found, "hmonitor_source_success", source="disks") == 1
+
+
+def test_a_hung_mount_is_disk_up_0_with_a_steady_reason(tmp_path: Path, fake: FakeStatvfs) -> None:
+    fake.hang = {"/mnt/my data"}
+    collector = _collector(tmp_path, DiskSource(MIXED, timeout=0.2, statvfs=fake))
+    steady = "no answer within 0.2 s (hung mount?)"
+    for _ in range(2):  # the first read times out; the next finds it still hung: same label
+        found = _scrape(collector)
+        assert one(found, "hmonitor_disk_up", mount="/mnt/my data", device="/dev/sda1",
+                   error=steady) == 0
+        assert one(found, "hmonitor_disk_up", mount="/", device="/dev/nvme0n1p2", error="") == 1
+        assert not any(dict(labels).get("mount") == "/mnt/my data" for labels in
+                       of(found, "hmonitor_disk_total_bytes"))  # no size: not a false 0
+        assert one(found, "hmonitor_source_success", source="disks") == 0
+    fake.hang = set()
+    fake.release.set()
+    deadline = time.monotonic() + 5
+    while 0 in of(found, "hmonitor_disk_up").values():  # the stuck call ends, then a new read
+        assert time.monotonic() < deadline, of(found, "hmonitor_disk_up")
+        time.sleep(0.05)
+        found = _scrape(collector)
+    assert one(found, "hmonitor_disk_up", mount="/mnt/my data", device="/dev/sda1",
+               error="") == 1
+
+
+def test_a_failing_statvfs_is_disk_up_0_with_its_reason(tmp_path: Path, fake: FakeStatvfs) -> None:
+    fake.fail["/boot"] = PermissionError(13, "Permission denied")
+    scan = DiskSource(MIXED, statvfs=fake).read()
+    assert scan.failed == [DiskFailure("/dev/nvme0n1p1", "/boot", "Permission denied")]
+    found = _scrape(_collector(tmp_path, DiskSource(MIXED, statvfs=fake)))
+    assert one(found, "hmonitor_disk_up", mount="/boot", device="/dev/nvme0n1p1",
+               error="Permission denied") == 0

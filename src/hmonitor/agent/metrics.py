@@ -24,6 +24,11 @@ log = logging.getLogger(__name__)
 
 __all__ = ["SnapshotMetrics", "build_registry", "families"]
 
+MAX_ERROR_CHARS = 200  # an error label's length at most: a label is not a log
+# In the GPU source's error when libnvidia-ml.so.1 is not installed (sources/nvml.py; the
+# agent's integration test of /metrics without the library keeps the two in step).
+NO_DRIVER = "libnvidia-ml.so.1 not found"
+
 
 def families(
     info: hm_pb2.HostInfo | None, stats: Mapping[str, SourceStat], *, pids: bool = False
@@ -40,14 +45,24 @@ def families(
                  ["source"])
     success = n("source_success", "Whether the last run of each agent source succeeded.",
                 ["source"])
-    nvml = n("nvml_up", "1 when the GPU library (NVML) answered on the last collection, else 0.",
-             [])
+    nvml = n("nvml_up", "1 when the GPU library (NVML) answered on the last collection, else 0 "
+             "(none where the NVIDIA driver is not installed).", [])
     stats = dict(stats)  # a collection may add sources meanwhile
     for name, stat in sorted(stats.items()):
         duration.add_metric([name], stat.seconds)
         success.add_metric([name], 1 if stat.ok else 0)
+    disk_up = n("disk_up", "1 for a disk whose usage was read, 0 for a mount that hung or failed "
+                "(reason in error; it has no size series).", ["mount", "device", "error"])
+    if info is not None:
+        for d in info.disks:
+            disk_up.add_metric([d.mount, d.device, ""], 1)
+    disks = stats.get("disks")
+    for f in disks.failed_disks if disks is not None else ():
+        disk_up.add_metric([f.mount, f.device, f.reason[:MAX_ERROR_CHARS]], 0)
     gpus = stats.get("gpus")
-    if gpus is not None:  # the GPU source's own outcome, whatever became of the rest
+    # The GPU source's own outcome, whatever became of the rest; none where the driver's library
+    # is not installed (a host without NVIDIA GPUs: nothing is failing there).
+    if gpus is not None and (gpus.ok or NO_DRIVER not in gpus.error):
         nvml.add_metric([], 1 if gpus.ok else 0)
     build = InfoMetricFamily(
         "hmonitor_build",
@@ -58,7 +73,7 @@ def families(
             "cuda_version": info.cuda_version if info is not None else "",
         },
     )
-    return [*host.metrics(), *(m for m in (duration, success, nvml) if m.samples), build]
+    return [*host.metrics(), *(m for m in (disk_up, duration, success, nvml) if m.samples), build]
 
 
 class SnapshotMetrics(Collector):

@@ -10,6 +10,7 @@ one. Concurrent callers that must wait share the one collection under way.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from typing import TypeVar
 from hmonitor import __version__
 from hmonitor._pb import hm_pb2
 from hmonitor.agent.sources.accounts import ShadowExpiry
-from hmonitor.agent.sources.disks import DiskScan, DiskSource
+from hmonitor.agent.sources.disks import DiskFailure, DiskScan, DiskSource
 from hmonitor.agent.sources.gpu import (
     GpuProcess,
     GpuReading,
@@ -47,6 +48,17 @@ class SourceStat:
     error: str = ""
     runs: int = 0
     failures: int = 0
+    # The disks source's only: the mounts it could not read (hung or failing), names escaped
+    # as on the wire (``wire_text``).
+    failed_disks: tuple[DiskFailure, ...] = ()
+
+
+def wire_text(text: str) -> str:
+    """A name read from the system (a mount point, a device) as valid UTF-8 for the wire and for
+    Prometheus labels: bytes that are not UTF-8 (kept by ``surrogateescape``) as ``\\xNN``."""
+    if text.isascii():
+        return text
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
 
 
 @dataclass
@@ -143,14 +155,19 @@ class Collector:
         for gpu in gpus:
             info.gpus.append(self._gpu_info(gpu))
         scan = self._run("disks", self._src.disks.read, DiskScan([], []), errors)
-        errors.extend(scan.errors)
+        errors.extend(map(wire_text, scan.errors))
+        stat = self.stats["disks"]
         if scan.errors:
             # A hung or failing mount: the scan went on without it, but the source did not
             # fully work (hmonitor_source_success{source="disks"} reads 0).
-            stat = self.stats["disks"]
-            stat.ok, stat.error = False, "; ".join(scan.errors)
+            stat.ok, stat.error = False, wire_text("; ".join(scan.errors))
+        stat.failed_disks = tuple(
+            DiskFailure(wire_text(f.device), wire_text(f.mount), wire_text(f.reason))
+            for f in scan.failed
+        )
         for disk in scan.disks:
-            info.disks.add(device=disk.device, mount=disk.mount, used=disk.used, total=disk.total)
+            info.disks.add(device=wire_text(disk.device), mount=wire_text(disk.mount),
+                           used=disk.used, total=disk.total)
         info.err = "; ".join(errors)
         return info
 

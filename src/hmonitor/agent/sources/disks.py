@@ -35,9 +35,21 @@ class DiskUsage:
 
 
 @dataclass(frozen=True)
+class DiskFailure:
+    """A mount whose usage could not be read: ``reason`` stays the same while the failure lasts
+    (a hung mount's is the same on the read that timed out and on the reads that skip it), so
+    it can be a label."""
+
+    device: str
+    mount: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class DiskScan:
     disks: list[DiskUsage]
-    errors: list[str]
+    errors: list[str]  # one line per failing mount (or an unreadable mount table)
+    failed: list[DiskFailure] = field(default_factory=list)
 
 
 def _unescape(text: str) -> str:
@@ -129,6 +141,8 @@ class DiskSource:
         entries = self._select(parse_mounts(text))
 
         errors: list[str] = []
+        failed: list[DiskFailure] = []
+        hung = f"no answer within {self._timeout} s (hung mount?)"
         with self._lock:  # concurrent reads must not both start a call for the same mount
             calls: list[tuple[MountEntry, _Call]] = []
             for entry in entries:
@@ -139,6 +153,7 @@ class DiskSource:
                             f"statvfs {entry.mount}: still hung from an earlier read "
                             "(not asked again until it answers)"
                         )
+                        failed.append(DiskFailure(entry.device, entry.mount, hung))
                         continue
                     del self._hung[entry.mount]
                 # All calls start before any wait, so N hung mounts cost one timeout.
@@ -149,14 +164,15 @@ class DiskSource:
             for entry, call in calls:
                 if not call.done.wait(max(0.0, deadline - time.monotonic())):
                     self._hung[entry.mount] = call
-                    message = (
-                        f"statvfs {entry.mount}: no answer within {self._timeout} s (hung mount?)"
-                    )
+                    message = f"statvfs {entry.mount}: {hung}"
                     log.warning("%s", message)
                     errors.append(message)
+                    failed.append(DiskFailure(entry.device, entry.mount, hung))
                     continue
                 if call.result is None:
-                    errors.append(f"statvfs {entry.mount}: {_describe(call.error)}")
+                    reason = _describe(call.error)
+                    errors.append(f"statvfs {entry.mount}: {reason}")
+                    failed.append(DiskFailure(entry.device, entry.mount, reason))
                     continue
                 st = call.result
                 total = st.f_blocks * st.f_frsize
@@ -168,4 +184,4 @@ class DiskSource:
             mounted = {entry.mount for entry in entries}
             for mount in [m for m, c in self._hung.items() if m not in mounted and c.done.is_set()]:
                 del self._hung[mount]
-        return DiskScan(disks, errors)
+        return DiskScan(disks, errors, failed)

@@ -42,7 +42,7 @@ def test_config_with_generated_targets_checks_without_warnings(tmp_path: Path) -
     done = promtool("check", "config", "prometheus.yml", cwd=conf)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
-    assert "WARNING" not in output and "SUCCESS: 7 rules found" in output
+    assert "WARNING" not in output and "SUCCESS: 8 rules found" in output
 
 
 def test_the_config_scrapes_job_hmonitor_from_file_sd() -> None:
@@ -55,7 +55,7 @@ def test_the_config_scrapes_job_hmonitor_from_file_sd() -> None:
 def test_rules_are_valid() -> None:
     done = promtool("check", "rules", "alerts.yml")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 7 rules found" in done.stdout
+    assert "SUCCESS: 8 rules found" in done.stdout
 
 
 def test_rules_pass_their_unit_tests() -> None:
@@ -69,7 +69,8 @@ def test_every_alert_has_a_firing_and_a_quiet_case() -> None:
     tests = (DEPLOY / "alerts_test.yml").read_text()
     names = [line.split(":", 1)[1].strip() for line in rules.splitlines()
              if line.strip().startswith("- alert:")]
-    assert names == ["HmonitorHostDown", "HmonitorDiskFull", "HmonitorIdleGpuHog",
+    assert names == ["HmonitorHostDown", "HmonitorDiskFull", "HmonitorDiskUnavailable",
+                     "HmonitorIdleGpuHog",
                      "HmonitorAccountExpiringSoon", "HmonitorGpuTooHot", "HmonitorGpuLost",
                      "HmonitorNvmlFailing"]
     for name in names:

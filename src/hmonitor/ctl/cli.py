@@ -13,7 +13,7 @@ from hmonitor import __version__
 from hmonitor.ctl import commands
 from hmonitor.ctl.commands import Ctx, parse_since
 from hmonitor.ctl.completion import bash_script, command_tree, tree_json, zsh_script
-from hmonitor.ctl.errors import EXIT_INTERRUPTED, EXIT_OK, CtlError
+from hmonitor.ctl.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TIMEOUT, CtlError
 from hmonitor.ctl.render import use_color
 from hmonitor.ctl.units import parse_duration, parse_size
 from hmonitor.rules import FREE_UTIL_PCT
@@ -125,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     _gpu_filters(p)
     p.add_argument("-n", type=_count, default=1, metavar="K", help="GPUs wanted (default 1)")
     p.add_argument("--timeout", type=_typed(parse_duration, "--timeout"), metavar="T",
-                   help=f"give up after T (90s, 30m, 2h; exit {124}); default: wait for ever")
+                   help=f"give up after T (90s, 30m, 2h; exit {EXIT_TIMEOUT}); default: wait "
+                   "for ever")
     p.add_argument("--interval", type=_typed(parse_duration, "--interval", 0.05), default=5.0,
                    metavar="T", help="look again every T (default 5s)")
     p.add_argument("--env", action="store_true",

@@ -192,6 +192,8 @@ def cmd_wait(ctx: Ctx, a: argparse.Namespace) -> int:
         else:
             said_unreachable = False
             if not checked:
+                for line in c.warnings:  # agents that did not answer: said once, not each round
+                    ctx.warn(f"warning: {line}")
                 _check_hosts(c, a.host)
                 if not could_fit(c.hosts, a.n, crit):
                     ctx.warn(f"warning: no host has {a.n} GPUs that could ever match; "
@@ -269,12 +271,16 @@ def cmd_notes(ctx: Ctx, a: argparse.Namespace) -> int:
         return EXIT_OK
     user, host = _user_at_host(a.who)
     if action == "set":
-        saved = client.send_json("POST", "/api/v1/notes",
-                                 {"user": user, "host": host, "note": " ".join(a.text)})
-        ctx.dump(saved) if a.json else ctx.print(f"saved the note for {user}@{host}")
+        answer = client.send_json("POST", "/api/v1/notes",
+                                  {"user": user, "host": host, "note": " ".join(a.text)})
+        done = f"saved the note for {user}@{host}"
     else:
-        gone = client.send_json("DELETE", "/api/v1/notes", {"user": user, "host": host})
-        ctx.dump(gone) if a.json else ctx.print(f"deleted the note for {user}@{host}")
+        answer = client.send_json("DELETE", "/api/v1/notes", {"user": user, "host": host})
+        done = f"deleted the note for {user}@{host}"
+    if a.json:
+        ctx.dump(answer)
+    else:
+        ctx.print(done)
     return EXIT_OK
 
 

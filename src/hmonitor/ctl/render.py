@@ -6,10 +6,10 @@ from __future__ import annotations
 import math
 import shlex
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
-from hmonitor.ctl.model import Cluster, Host
+from hmonitor.ctl.model import Cluster
 from hmonitor.ctl.select import Pick, Placement
 from hmonitor.ctl.shapes import cuda_visible_devices, gpu_state, status_json
 from hmonitor.ctl.units import ago, size_text
@@ -204,9 +204,3 @@ def sparkline(values: Sequence[float | None], lo: float | None = None, hi: float
 
     return "".join(char(v) for v in values)
 
-
-def hosts_line(hosts: Sequence[Host]) -> str:
-    return ", ".join(h.name for h in hosts)
-
-
-Printer = Callable[[str], None]

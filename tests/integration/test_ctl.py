@@ -208,6 +208,21 @@ def test_direct_agent_mode_agrees_with_the_dashboard(lab: Lab) -> None:
     assert named[0]["host"] == "127.0.0.1"
 
 
+def test_direct_mode_sends_the_agent_token(lab: Lab, fake_nvml_lib: Path,
+                                           tmp_path: Path) -> None:
+    env = dict(nvml_env(fake_nvml_lib, lab.configs["gpu-b"]), GOHM_TOKEN="agent-secret")
+    agent = start_agent(tmp_path, env=env)
+    try:
+        args = ["--agent", f"gpu-b={agent.target}", "free", "-n", "1"]
+        assert one_line_error(run_ctl(args, ctl_env(lab.home)), 3) == (
+            f"hmonitor-ctl: no agent answered: gpu-b ({agent.target}): agent token rejected "
+            "(set HMONITOR_AGENT_TOKEN to the agent's GOHM_TOKEN)")
+        good = ctl_env(lab.home, HMONITOR_AGENT_TOKEN="agent-secret")
+        assert ok(run_ctl(args, good)) == "gpu-b:0\n"
+    finally:
+        agent.stop()
+
+
 def test_errors_are_one_line_with_their_exit_codes(lab: Lab) -> None:
     closed = f"http://127.0.0.1:{free_port()}"
     assert one_line_error(lab.ctl("status", HMONITOR_URL=closed), 3) == (

@@ -74,7 +74,7 @@ def status_lines(c: Cluster, style: Style, now: float | None = None) -> list[str
     extra = "".join(f", {g[k]} {k if k != 'mig' else 'in MIG mode'}"
                     for k in ("lost", "mig") if g[k])
     head = [
-        f"{c.source}: {len(c.hosts)} hosts, {up} up, "
+        f"{c.source}: {len(c.hosts)} host{'s' if len(c.hosts) != 1 else ''}, {up} up, "
         + (style("red", f"{down} down") if down else "0 down")
         + f"; GPUs: {style('green', str(g['free']) + ' free')}, {g['busy']} busy{extra}",
     ]

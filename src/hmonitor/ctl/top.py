@@ -81,7 +81,8 @@ def frame(c: Cluster | None, view: View, width: int, *, error: str = "",
     up = [h for h in c.hosts if h.up]
     down = [h for h in c.hosts if not h.up]
     states = [gpu_state(g) for h in up for g in h.gpus]
-    out.append((f"hmonitor-ctl top  {c.source}  {len(c.hosts)} hosts, {len(down)} down  "
+    hosts = f"{len(c.hosts)} host{'s' if len(c.hosts) != 1 else ''}"
+    out.append((f"hmonitor-ctl top  {c.source}  {hosts}, {len(down)} down  "
                 f"GPUs: {states.count('free')} free, {states.count('busy')} busy  "
                 f"{time.strftime('%H:%M:%S', time.localtime(now))}", "bold"))
     shown = [f"sort: {SORTS[view.sort]}"]
@@ -163,11 +164,13 @@ def _draw(scr: curses.window, lines: list[Line], attrs: dict[str, int], prompt: 
     height, width = scr.getmaxyx()
     scr.erase()
     body = lines if prompt is None else lines[:-1]
-    for y, (text, style) in enumerate(body[: height - 1]):
-        scr.addnstr(y, 0, text, width - 1, attrs.get(style, 0))
-    if prompt is not None:
-        scr.addnstr(min(len(body), height - 1), 0, f"filter: {prompt}_", width - 1,
-                    curses.A_BOLD)
+    # A terminal shrunk to a few cells refuses some writes: show what fits, never crash.
+    with contextlib.suppress(curses.error):
+        for y, (text, style) in enumerate(body[: height - 1]):
+            scr.addnstr(y, 0, text, width - 1, attrs.get(style, 0))
+        if prompt is not None:
+            scr.addnstr(min(len(body), height - 1), 0, f"filter: {prompt}_", width - 1,
+                        curses.A_BOLD)
     scr.refresh()
 
 

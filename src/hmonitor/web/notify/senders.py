@@ -62,19 +62,15 @@ def _one_line(text: str, limit: int = 160) -> str:
 
 def redact_url(url: str) -> str:
     """``scheme://host[:port]/…``: enough to tell destinations apart, none of the path's secret."""
-    try:
-        parts = urllib.parse.urlsplit(url.strip())
-        host = parts.hostname or ""
-        port = parts.port
-    except ValueError:
-        parts, host, port = None, "", None
-    if parts is None or not parts.scheme or not host:
-        head = re.split(r"[/?#@\s]", url.strip(), maxsplit=1)[0]
-        return _one_line(head, 40) + ("…" if head != url.strip() else "")
-    where = f"[{host}]" if ":" in host else host
-    where += f":{port}" if port is not None else ""
-    rest = "/…" if parts.path.strip("/") or parts.query or parts.fragment else ""
-    return f"{parts.scheme}://{where}{rest}"
+    text = url.strip()
+    with contextlib.suppress(ValueError):  # a bad [IPv6] literal
+        parts = urllib.parse.urlsplit(text)
+        where = parts.netloc.rpartition("@")[2]  # never the user:password
+        if parts.scheme and where:
+            rest = "/…" if parts.path.strip("/") or parts.query or parts.fragment else ""
+            return f"{parts.scheme}://{where}{rest}"
+    head = re.split(r"[/?#@\s]", text, maxsplit=1)[0]
+    return _one_line(head, 40) + ("…" if head != text else "")
 
 
 def _os_error(exc: BaseException, where: str, timeout: float) -> DeliveryError:
@@ -156,8 +152,7 @@ def check_webhook_url(url: str, what: str = "webhook URL") -> None:
 
 
 def guess_webhook_format(url: str) -> str:
-    """"slack" for Slack's and Mattermost's incoming webhooks (both take {"text": ...}), else
-    "json". Mattermost's are ``/hooks/<id>`` on any host."""
+    """"slack" for Slack's and Mattermost's (``/hooks/<id>``) incoming webhooks, else "json"."""
     parts = urllib.parse.urlsplit(url)
     if (parts.hostname or "").lower() == "hooks.slack.com" or re.fullmatch(
             r"/hooks/[A-Za-z0-9]+/?", parts.path):
@@ -176,9 +171,8 @@ def webhook_from_setting(item: str | Mapping[str, Any]) -> WebhookSender:
     if unknown:
         raise ValueError(f"webhook: unknown key(s) {', '.join(unknown)} "
                          f"(known: {', '.join(sorted(WEBHOOK_KEYS))})")
-    if "url" not in item:
+    if (url := item.get("url")) is None:
         raise ValueError("webhook: 'url' is missing")
-    url = item["url"]
     check_webhook_url(url)
     kind = item.get("format", guess_webhook_format(url))
     timeout = item.get("timeout", 10.0)
@@ -212,8 +206,7 @@ class EmailSender:
             raise ValueError("mail timeout must be positive")
         check_email_address(mail_from)
         self.host, self.port, self.security = host, port, security
-        self.user, self._password, self.mail_from = user, password, mail_from
-        self.timeout = timeout
+        self.user, self._password, self.mail_from, self.timeout = user, password, mail_from, timeout
         self._context = ssl_context or ssl.create_default_context()
         self.name = f"mail via {host}:{port}"
 
@@ -311,8 +304,9 @@ class _Watchdog:
         self.deadline, self.fired = time.monotonic() + timeout, False
         self._sock: socket.socket | None = None
         self._lock = threading.Lock()
-        self._timer = threading.Timer(timeout, self._fire)
-        self._timer.daemon = True
+        self.timer = threading.Timer(timeout, self._fire)
+        self.timer.daemon = True
+        self.timer.start()
 
     def left(self) -> float:
         return max(self.deadline - time.monotonic(), 0.001)
@@ -329,19 +323,11 @@ class _Watchdog:
         self.fired = True
         self.watch()
 
-    def __enter__(self) -> _Watchdog:
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._timer.cancel()
-
 
 class WebhookSender:
-    """POST one message to a URL within ``timeout`` seconds in all (http.client: urllib hides
-    the socket the deadline needs). Proxies only through ``proxy`` (an http:// proxy), never the
-    environment's; redirects are not followed: a POST redirected is a misconfigured URL, and
-    following it could carry the alert somewhere else."""
+    """POST one message within ``timeout`` seconds in all (http.client: urllib hides the socket
+    the deadline needs). Proxies only through ``proxy`` (http://), never the environment's. No
+    redirects: a POST redirected is a wrong URL, and following could carry the alert elsewhere."""
 
     def __init__(self, url: str, *, kind: str = "json", timeout: float = 10.0,
                  proxy: str | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
@@ -367,14 +353,15 @@ class WebhookSender:
 
     def send(self, message: Message, recipients: Sequence[str] = ()) -> None:
         where = redact_url(self.url)
-        with _Watchdog(self.timeout) as watchdog:
-            try:
-                status, reason, location, snippet = self._post(self.body(message), watchdog)
-            except (OSError, http.client.HTTPException) as exc:
-                if watchdog.fired or isinstance(exc, TimeoutError):
-                    raise DeliveryError(f"no answer from {where} within {self.timeout:g} s") \
-                        from None
-                raise _os_error(exc, where, self.timeout) from None
+        watchdog = _Watchdog(self.timeout)
+        try:
+            status, reason, location, snippet = self._post(self.body(message), watchdog)
+        except (OSError, http.client.HTTPException) as exc:
+            if watchdog.fired or isinstance(exc, TimeoutError):
+                raise DeliveryError(f"no answer from {where} within {self.timeout:g} s") from None
+            raise _os_error(exc, where, self.timeout) from None
+        finally:
+            watchdog.timer.cancel()
         if 200 <= status < 300:
             return
         if 300 <= status < 400:
@@ -434,7 +421,6 @@ class AppriseSender:
         self._url = url + (("&" if "?" in url else "?") + "&".join(extra) if extra else "")
         if not self._apprise.Apprise().add(self._url):
             raise ValueError(f"apprise does not understand the URL {self.name.split(' ', 1)[1]}")
-        self.timeout = timeout
 
     def send(self, message: Message, recipients: Sequence[str] = ()) -> None:
         apprise = self._apprise

@@ -8,6 +8,7 @@ the state that holds them, then the gate (auth), the pages and the API.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -20,6 +21,9 @@ from hmonitor.web import api, auth, pages
 from hmonitor.web.history.recorder import HistoryRecorder
 from hmonitor.web.hoststate import PollerLike
 from hmonitor.web.notes import NotesStore
+from hmonitor.web.notify.engine import Notifier
+from hmonitor.web.notify.outbox import Outbox
+from hmonitor.web.notify.store import AlertStore
 from hmonitor.web.sessions import SessionStore
 from hmonitor.web.settings import Settings
 from hmonitor.web.state import WebState
@@ -124,6 +128,7 @@ def create_app(
         data_dir=data_dir, recorder=recorder, round_listeners=listeners,
     )
     state.install(app)
+    _notifications(state, listeners)
 
     auth.init_app(app, state.sessions, settings.failed_login_limit)
     pages.register(app)
@@ -131,6 +136,28 @@ def create_app(
     Compress(app)
 
     if start_poller:
+        if state.outbox is not None:
+            state.outbox.start()
         poller.start()
         state.started_poller = True
     return app
+
+
+def _notifications(state: WebState, listeners: list[Callable[[list[Any], float], None]]) -> None:
+    """The notifier after every round (after the recorder, whose idle hogs it reads) and the
+    outbox that sends its messages; the state kept in alerts.sqlite in the data dir."""
+    path = state.data_dir / "alerts.sqlite"
+    try:
+        store = AlertStore(path)
+    except sqlite3.Error as err:
+        raise storage_error(path, err) from None
+    config = state.settings.notify
+    outbox = Outbox(store, config.sender)
+
+    def expirations(now: float) -> list[tuple[str, int]]:
+        return [(u.user, u.expiration) for u in state.users(now)]
+
+    notifier = Notifier(store, config, hogs=state.idle_hogs, expirations=expirations,
+                        wake=outbox.wake)
+    state.notifier, state.outbox = notifier, outbox
+    listeners.append(notifier.on_round)

@@ -15,10 +15,11 @@ import runpy
 import traceback
 import types
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hmonitor.web.notify.config import NOTIFY_KEYS, NotifySettings, check_notify
 from hmonitor.web.settings_checks import (
     check_address,
     check_history_backend,
@@ -85,6 +86,7 @@ class Settings:
     prometheus_timeout: float = 5.0  # seconds: the deadline of every query
     prometheus_job: str = "hmonitor"  # the scrape job whose series the history reads
     metrics_token: str = ""  # a Bearer token good only for /metrics (Prometheus's scrapes)
+    notify: NotifySettings = field(default_factory=NotifySettings)  # rules and destinations
 
     @property
     def tls(self) -> bool:
@@ -98,6 +100,7 @@ KNOWN_KEYS: tuple[str, ...] = (
     "history_keep_days", "idle_util_threshold", "idle_minutes", "data_dir", "failed_login_limit",
     "history_backend", "prometheus_url", "prometheus_bearer_token_file", "prometheus_username",
     "prometheus_password", "prometheus_timeout", "prometheus_job", "metrics_token",
+    *NOTIFY_KEYS,
 )
 
 
@@ -272,6 +275,9 @@ def _validate(
     if values.get("tls_server_name") and not ("tls_ca" in values or "tls_cert" in values):
         problems.add("tls_server_name", "only applies over TLS: set tls_ca (and tls_cert/tls_key)")
     check_prometheus(namespace, values, problems)
+    values["notify"], notify_problems = check_notify(namespace)
+    for key, problem in notify_problems:
+        problems.add(key, problem)
     raw, keep = values.get("history_raw_days"), values.get("history_keep_days")
     if raw is not None and keep is not None and keep < raw:
         problems.add("history_keep_days", f"({keep:g}) is shorter than history_raw_days ({raw:g})")

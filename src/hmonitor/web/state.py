@@ -22,6 +22,8 @@ from hmonitor.web.history.prometheus import HistoryUnavailable, PrometheusHistor
 from hmonitor.web.history.recorder import HistoryRecorder
 from hmonitor.web.hoststate import PollerLike
 from hmonitor.web.notes import NotesStore
+from hmonitor.web.notify.engine import Notifier
+from hmonitor.web.notify.outbox import Outbox
 from hmonitor.web.reports import Alert, UserReport, alerts_report, users_report
 from hmonitor.web.sessions import SessionStore
 from hmonitor.web.settings import Settings, load_settings
@@ -158,6 +160,8 @@ class WebState:
     #: Called after the recorder with each polling round's states and start time, on the
     #: poller's notifier thread (off the polling loop): work that follows the rounds.
     round_listeners: list[Callable[[list[Any], float], None]] = field(default_factory=list)
+    notifier: Notifier | None = None  # alerts told by e-mail and webhooks
+    outbox: Outbox | None = None  # sends the notifier's messages
     _reload_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _hogs: tuple[float, list[IdleHog]] | None = field(default=None, repr=False)
     _remote: GuardedHistory | None = field(default=None, repr=False)
@@ -245,6 +249,10 @@ class WebState:
     def close(self) -> None:
         if self.started_poller:
             self.poller.stop()
+        if self.outbox is not None:
+            self.outbox.close()
+        if self.notifier is not None:
+            self.notifier.store.close()
         self.notes.close()
         self.sessions.close()
         self.recorder.close()

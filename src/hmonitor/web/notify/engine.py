@@ -1,0 +1,244 @@
+"""After every polling round: which alerts start, go on and end, and who is told.
+
+``Notifier.on_round`` (a round listener, on the poller's notifier thread, never on the polling
+loop) compares the round's conditions (``rules.detect``) with the alerts kept in SQLite:
+
+* a new condition fires at once, or, for a host down, once it has lasted
+  ``alert_host_down_minutes``: one message;
+* a firing alert not acknowledged is recalled every ``alert_remind_minutes`` (0: never);
+* a condition gone ends its alert: one message, if its start was told;
+* a silenced alert sends nothing while the silence lasts; one that fired during it is told
+  when the silence ends, if it still fires.
+
+The round's messages are grouped per destination: ten hosts going down together are one e-mail
+to the admins and one post to each webhook; a user concerned gets one e-mail of their own.
+Subscriptions ("K GPUs with X GiB free on one host") are checked in the same pass, told once
+and removed. Messages go to the outbox (``outbox.Outbox``), which sends them on its own threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hmonitor.rules import gpu_is_free
+from hmonitor.web.history import IdleHog
+from hmonitor.web.hoststate import HostStateLike
+from hmonitor.web.notify.config import NotifySettings
+from hmonitor.web.notify.rules import Condition, detect
+from hmonitor.web.notify.store import AlertRow, AlertStore, Subscription
+from hmonitor.web.rules import GIB
+
+__all__ = ["Event", "Notifier", "free_gpus"]
+
+log = logging.getLogger(__name__)
+
+_WORDS = {"firing": "NEW", "reminder": "STILL", "resolved": "RESOLVED", "subscription": "FREE"}
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str  # firing, reminder, resolved, subscription
+    key: str
+    rule: str
+    host: str
+    user: str
+    text: str
+    since: float | None  # when the alert started
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"event": self.kind, "id": self.key, "rule": self.rule, "host": self.host,
+                "user": self.user, "text": self.text, "since": self.since}
+
+    def line(self) -> str:
+        return f"{_WORDS[self.kind]:<9} {self.text}"
+
+
+def free_gpus(states: Iterable[HostStateLike], min_free: float,
+              host: str = "") -> dict[str, list[int]]:
+    """Per up host (or only ``host``), its GPUs free by the dashboard's rule with at least
+    ``min_free`` bytes of memory free."""
+    out: dict[str, list[int]] = {}
+    for h in states:
+        if not h.up or h.info is None or (host and h.name != host):
+            continue
+        ids = [g.id for g in h.info.gpus
+               if gpu_is_free(name=g.name, processes=len(g.procs), utilization=g.utilization,
+                              mem_used=g.mem_used, mem_total=g.mem_total,
+                              mig_enabled=g.mig_enabled if g.HasField("mig_enabled") else None)
+               and g.mem_total - g.mem_used >= min_free]
+        if ids:
+            out[h.name] = ids
+    return out
+
+
+class Notifier:
+    def __init__(self, store: AlertStore, config: NotifySettings,
+                 hogs: Callable[[float], Sequence[IdleHog]],
+                 expirations: Callable[[float], Iterable[tuple[str, int]]] = lambda now: (),
+                 wake: Callable[[], None] = lambda: None, dashboard_url: str = "") -> None:
+        self.store = store
+        self.config = config
+        self._hogs = hogs
+        self._expirations = expirations
+        self._wake = wake
+        self.dashboard_url = dashboard_url
+
+    def on_round(self, states: Sequence[HostStateLike], started: float) -> None:
+        now = time.time()
+        hogs = self._hogs(now) if self.config.rules["idle_hog"].enabled else []
+        every_user = self.config.rules["account_expiring"].options["all_users"]
+        expirations = list(self._expirations(now)) if every_user else []
+        with self.store.tx() as conn:
+            open_ = self.store.open_alerts(conn, now)
+            firing = {k for k, a in open_.items() if a.state == "firing"}
+            found = detect(states, hogs, now, self.config, firing, expirations)
+            events = self._alerts(conn, open_, found, now)
+            events += self._subscriptions(conn, states, now)
+            queued = self._enqueue(conn, events, now)
+            self.store.prune(conn, now)
+        if queued:
+            log.info("notifications: %d event(s), %d message(s) queued", len(events), queued)
+            self._wake()
+
+    # --- alerts -------------------------------------------------------------------------------
+
+    def _alerts(self, conn: sqlite3.Connection, open_: dict[str, AlertRow],
+                found: list[Condition], now: float) -> list[Event]:
+        events: list[Event] = []
+        remind = self.config.remind_minutes * 60
+        wait = self.config.rules["host_down"].options["minutes"] * 60
+        seen = set()
+        for c in found:
+            if c.key in seen:
+                continue
+            seen.add(c.key)
+            a = open_.get(c.key)
+            if a is None:
+                conn.execute("INSERT OR REPLACE INTO alerts (key, rule, host, user, text, state, "
+                             "first_seen) VALUES (?, ?, ?, ?, ?, 'pending', ?)",
+                             (c.key, c.rule, c.host, c.user, c.text, now))
+                first_seen, state, last_sent, acked = now, "pending", None, None
+                silenced = self.store.silenced(conn, c.key, now)  # set ahead (maintenance)
+            else:
+                first_seen, state, last_sent = a.first_seen, a.state, a.last_sent
+                acked, silenced = a.acked_by, a.silenced_until
+                conn.execute("UPDATE alerts SET text = ? WHERE key = ?", (c.text, c.key))
+            if state == "pending":
+                if c.rule == "host_down" and now - first_seen < wait:
+                    continue
+                conn.execute("UPDATE alerts SET state = 'firing', started = ? WHERE key = ?",
+                             (now, c.key))
+                state, started = "firing", now
+            else:
+                started = a.started if a is not None and a.started is not None else now
+            if silenced:
+                continue
+            kind = None
+            if last_sent is None:
+                kind = "firing"
+            elif remind > 0 and not acked and now - last_sent >= remind:
+                kind = "reminder"
+            if kind is not None:
+                conn.execute("UPDATE alerts SET last_sent = ? WHERE key = ?", (now, c.key))
+                events.append(Event(kind, c.key, c.rule, c.host, c.user, c.text, started))
+        for key, a in open_.items():
+            if key in seen:
+                continue
+            if a.state == "pending":
+                conn.execute("DELETE FROM alerts WHERE key = ?", (key,))
+                continue
+            conn.execute("UPDATE alerts SET state = 'resolved', ended = ? WHERE key = ?",
+                         (now, key))
+            if a.last_sent is not None and not a.silenced_until:
+                took = _duration(now - (a.started or now))
+                events.append(Event("resolved", key, a.rule, a.host, a.user,
+                                    f"{a.text} — over after {took}", a.started))
+        return events
+
+    # --- subscriptions ------------------------------------------------------------------------
+
+    def _subscriptions(self, conn: sqlite3.Connection, states: Sequence[HostStateLike],
+                       now: float) -> list[Event]:
+        events = []
+        for s in self.store.subscriptions(conn):
+            hosts = free_gpus(states, s.min_free, s.host)
+            fits = {h: ids for h, ids in hosts.items() if len(ids) >= s.gpus}
+            if not fits:
+                continue
+            host, ids = next(iter(sorted(fits.items(), key=lambda kv: -len(kv[1]))))
+            chosen = ",".join(map(str, ids[: s.gpus]))
+            events.append(Event(
+                "subscription", f"subscription:{s.id}", "subscription", host, s.email,
+                f"{s.gpus} GPU(s) with {s.min_free / GIB:.0f} GiB free on {host}: GPUs "
+                f"{chosen} (CUDA_VISIBLE_DEVICES={chosen})", s.created))
+            self.store.unsubscribe(s.id, conn)
+        return events
+
+    # --- messages -----------------------------------------------------------------------------
+
+    def _enqueue(self, conn: sqlite3.Connection, events: list[Event], now: float) -> int:
+        """Group the round's events per destination and queue one message each."""
+        cfg = self.config
+        groups: dict[tuple[str, tuple[str, ...]], list[Event]] = {}
+        admin_channels = [f"{kind}:{i}" for kind, items in
+                          (("webhook", cfg.webhooks), ("apprise", cfg.apprise_urls))
+                          for i in range(len(items))]
+        for e in events:
+            if e.kind == "subscription":  # e.user holds the subscriber's address
+                if cfg.email:
+                    groups.setdefault(("email", (e.user,)), []).append(e)
+                continue
+            rule = cfg.rules[e.rule]
+            if rule.to_admins:
+                if cfg.email and cfg.admin_emails:
+                    groups.setdefault(("email", cfg.admin_emails), []).append(e)
+                for channel in admin_channels:
+                    groups.setdefault((channel, ()), []).append(e)
+            if rule.to_user and cfg.email:
+                address = cfg.user_address(e.user)
+                if address and address not in cfg.admin_emails:
+                    groups.setdefault(("email", (address,)), []).append(e)
+        for (channel, recipients), group in groups.items():
+            subject, body, payload = self._compose(group, now)
+            self.store.enqueue(conn, now, channel, recipients, subject, body, payload)
+        return len(groups)
+
+    def _compose(self, events: list[Event], now: float) -> tuple[str, str, dict[str, Any]]:
+        counts: dict[str, int] = {}
+        for e in events:
+            counts[e.kind] = counts.get(e.kind, 0) + 1
+        if len(events) == 1:
+            e = events[0]
+            subject = f"[hmonitor] {_WORDS[e.kind].capitalize()}: {e.text}"
+        else:
+            parts = [f"{n} {_WORDS[k].lower()}" for k, n in counts.items()]
+            subject = f"[hmonitor] {', '.join(parts)}: " + "; ".join(e.text for e in events)
+        if len(subject) > 160:
+            subject = subject[:159] + "…"
+        lines = [e.line() for e in events]
+        if self.dashboard_url:
+            lines += ["", f"Dashboard: {self.dashboard_url}/alerts"]
+        payload = {"source": "hmonitor", "time": now, "summary": subject.removeprefix(
+            "[hmonitor] "), "events": [e.as_dict() for e in events]}
+        return subject, "\n".join(lines) + "\n", payload
+
+    # --- for the pages and the API ------------------------------------------------------------
+
+    def subscribe(self, by: str, email: str, gpus: int, min_free: float,
+                  host: str = "") -> Subscription:
+        return self.store.subscribe(time.time(), by, email, gpus, min_free, host)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"

@@ -127,7 +127,7 @@ def test_a_hot_gpu_stays_hot_until_it_cools_below_the_margin(rig: Rig) -> None:
 
     assert rig.round(at(91))
     assert rig.round(at(88), minutes=1) == []  # within 5 °C of 90: still firing
-    assert [events(d) for d in rig.round(at(84), minutes=1)][0] == [
+    assert next(events(d) for d in rig.round(at(84), minutes=1)) == [
         ("resolved", "gpu_hot:a:0")]
 
 

@@ -355,8 +355,7 @@ class TrickleServer:
 
 @pytest.fixture
 def trickle_port() -> Iterator[int]:
-    """An HTTP server that answers a status line and then a header one byte at a time, 0.1 s
-    apart, for about a minute."""
+    """A server that trickles an HTTP answer, one byte every 0.1 s (a minute in all)."""
     server = TrickleServer(b"HTTP/1.1 200 OK\r\nX-Slow: " + b"x" * 600 + b"\r\n\r\n", 0.1)
     yield server.port
     server.stop()

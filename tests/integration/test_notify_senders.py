@@ -146,8 +146,9 @@ def test_smtp_refused_port_is_transient(refused_port: int) -> None:
     assert not error.permanent
 
 
-def test_a_silent_smtp_server_times_out(silent_port: int) -> None:
-    sender = EmailSender("127.0.0.1", silent_port, security="starttls", timeout=1.0,
+@pytest.mark.parametrize("security", ["starttls", "ssl"])  # no greeting; no TLS handshake
+def test_a_silent_smtp_server_times_out(silent_port: int, security: str) -> None:
+    sender = EmailSender("127.0.0.1", silent_port, security=security, timeout=1.0,
                          mail_from="h@lab.example")
     start = time.monotonic()
     error = failure(lambda: sender.send(MESSAGE, ["a@lab.example"]))
@@ -200,8 +201,9 @@ def test_a_redirect_is_not_followed(http_receiver: HttpFactory) -> None:
     assert [r.path for r in receiver.requests] == ["/old"]
 
 
-def test_a_receiver_that_never_answers_times_out(silent_port: int) -> None:
-    sender = WebhookSender(f"http://127.0.0.1:{silent_port}/hook", timeout=1.0)
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_receiver_that_never_answers_times_out(silent_port: int, scheme: str) -> None:
+    sender = WebhookSender(f"{scheme}://127.0.0.1:{silent_port}/hook", timeout=1.0)
     start = time.monotonic()
     error = failure(lambda: sender.send(MESSAGE))
     assert time.monotonic() - start < 3

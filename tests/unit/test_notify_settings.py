@@ -9,6 +9,7 @@ import pytest
 
 from hmonitor.web.notify import (
     EmailSender,
+    Sender,
     WebhookSender,
     check_email_address,
     webhook_from_setting,
@@ -120,3 +121,11 @@ def test_email_sender_name_hides_the_password() -> None:
                          mail_from="hmonitor@lab.example")
     assert sender.name == "mail via smtp.lab.example:587"
     assert "SECRET" not in repr(sender) and "SECRET" not in str(vars(sender).get("name"))
+
+
+def test_the_senders_meet_the_protocol() -> None:
+    # mypy checks the assignments; the names are what the delivery log shows.
+    senders: list[Sender] = [WebhookSender("https://a.example/x"),
+                             EmailSender("smtp.lab.example", 25, mail_from="h@lab.example")]
+    assert [s.name for s in senders] == ["webhook https://a.example/…",
+                                         "mail via smtp.lab.example:25"]

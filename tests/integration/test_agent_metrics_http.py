@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
+import select
 import shutil
 import socket
 import ssl
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from agentproc import Agent, free_port, start_agent
+from builders import gpu, host_info, proc
 from fakenvml import (
     NVML_ERROR_DRIVER_NOT_LOADED,
     FakeGpu,
@@ -24,9 +29,14 @@ from fakenvml import (
     uuid_for,
     write_config,
 )
+from prometheus_client.registry import CollectorRegistry
 from promtext import names, one, samples
 
 import hmonitor
+from hmonitor.agent.metrics import build_registry
+from hmonitor.agent.metrics_http import start_metrics_server
+from hmonitor.agent.server import AllowList, TlsFiles, parse_allow
+from hmonitor.agent.snapshot import SourceStat
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -248,3 +258,154 @@ def test_a_scrape_between_collections_is_the_same_page_and_a_new_collection_show
         time.sleep(0.05)
     gzipped = get(f"http://{addr}/metrics", headers={"Accept-Encoding": "gzip"})
     assert gzipped[2].get("Content-Encoding") == "gzip" and "0.64" in gzipped[1]
+
+
+# --- the server itself, in this process: limits, deadlines, addresses, TLS close ------------------
+
+def _registry() -> CollectorRegistry:
+    info = host_info("node1", [gpu(0, proc("alice", pid=100))])
+    return build_registry(lambda: info, {"gpus": SourceStat()})
+
+
+@contextlib.contextmanager
+def serving(addr: str = "127.0.0.1:0", allow: str = "127.0.0.1/32", **kwargs: Any,
+            ) -> Iterator[int]:
+    server, port = start_metrics_server(addr, _registry(), AllowList(parse_allow(allow)),
+                                        **kwargs)
+    try:
+        yield port
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def raw_get(port: int, *, host: str = "127.0.0.1", source: str | None = None,
+            timeout: float = 5.0) -> tuple[int, bytes]:
+    """GET /metrics over a plain socket (from `source`, an address of this host): the status,
+    and the body."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        if source is not None:
+            s.bind((source, 0))
+        s.connect((host, port))
+        s.sendall(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def _idle(port: int, n: int) -> list[socket.socket]:
+    return [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(n)]
+
+
+def test_idle_clients_outside_the_allow_list_take_no_thread(ipv4_loopback_2: None) -> None:
+    with serving(allow="127.0.0.2/32") as port:
+        before = threading.active_count()
+        idle = _idle(port, 100)  # from 127.0.0.1: not allowed, never send a byte
+        try:
+            time.sleep(0.5)
+            assert threading.active_count() <= before + 2
+            status, body = raw_get(port, source="127.0.0.2")  # the allowed scraper
+            assert status == 200 and b"hmonitor_gpu_up" in body
+            # and each idle one was answered 403 and closed without being read
+            idle[0].settimeout(2)
+            assert idle[0].recv(4096).startswith(b"HTTP/1.0 403")
+        finally:
+            for s in idle:
+                s.close()
+
+
+def test_allowed_idle_clients_are_capped_and_time_out() -> None:
+    with serving(request_deadline=1.0) as port:
+        before = threading.active_count()
+        started = time.monotonic()
+        idle = _idle(port, 100)
+        try:
+            time.sleep(0.3)
+            assert threading.active_count() <= before + 16 + 1
+            refused = 0
+            for s in idle:  # those over the cap were closed at once
+                s.settimeout(0.05)
+                try:
+                    refused += s.recv(1) == b""
+                except TimeoutError:
+                    pass
+                except ConnectionError:
+                    refused += 1
+            assert refused >= 100 - 16
+            while True:  # once the idle ones' deadline passes, a scrape gets a slot again
+                try:
+                    status, body = raw_get(port)
+                    break
+                except ConnectionError:
+                    assert time.monotonic() - started < 3.0
+                    time.sleep(0.1)
+            assert status == 200 and b"hmonitor_gpu_up" in body
+        finally:
+            for s in idle:
+                s.close()
+
+
+def test_a_trickling_client_is_dropped_at_the_deadline() -> None:
+    with serving(request_deadline=1.0) as port, socket.create_connection(
+            ("127.0.0.1", port), timeout=5) as s:
+        started = time.monotonic()
+        s.sendall(b"GET /metrics HTTP/1.0\r\n")
+        closed = False
+        while time.monotonic() - started < 4.0:  # a header byte every 0.2 s: each read is quick
+            try:
+                s.sendall(b"X")
+            except OSError:
+                closed = True
+                break
+            readable, _, _ = select.select([s], [], [], 0.2)
+            if readable:
+                closed = s.recv(4096) == b""
+                break
+        assert closed
+        assert time.monotonic() - started < 2.0
+
+
+def test_the_wildcard_address_serves_ipv4_and_ipv6(ipv6_loopback: None) -> None:
+    with serving(":0", allow="127.0.0.1/32,::1/128") as port:
+        assert raw_get(port)[0] == 200
+        assert raw_get(port, host="::1")[0] == 200
+    # An IPv4 client reaches a dual-stack socket as ::ffff:127.0.0.1: the list takes it as IPv4.
+    with serving(":0", allow="127.0.0.1/32") as port:
+        assert raw_get(port)[0] == 200
+        assert raw_get(port, host="::1")[0] == 403
+
+
+def test_tls_answers_end_with_close_notify(server_cert: Path) -> None:
+    tls = TlsFiles(cert=(server_cert / "server.pem").read_bytes(),
+                   key=(server_cert / "server.key").read_bytes())
+    ctx = ssl.create_default_context(cafile=str(server_cert / "server.pem"))
+    with (serving(tls=tls) as port,
+          socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+          ctx.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False) as s):
+        s.sendall(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):  # a cut connection raises SSLEOFError here
+            data += chunk
+    assert data.startswith(b"HTTP/1.0 200") and b"hmonitor_gpu_up" in data
+
+
+@pytest.fixture
+def ipv6_loopback() -> None:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+
+
+@pytest.fixture
+def ipv4_loopback_2() -> None:
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.2", 0))
+    except OSError:
+        pytest.skip("127.0.0.2 is not a loopback address here")

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from builders import host_info
 from fakenvml import FakeGpu, FakeProc
-from test_agent_metrics_http import MetricsAgent, get, names, samples
+from promtext import names, samples
+from test_agent_metrics_http import MetricsAgent, get
 
 from hmonitor.metricfamilies import HostFamilies
 

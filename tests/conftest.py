@@ -12,7 +12,7 @@ from webkit import make_app
 
 from hmonitor.web.hoststate import HostState
 
-pytest_plugins = ["fakenvml.plugin", "browserkit", "cgroupkit"]
+pytest_plugins = ["fakenvml.plugin", "browserkit", "cgroupkit", "notifykit"]
 
 
 @pytest.fixture

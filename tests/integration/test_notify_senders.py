@@ -21,8 +21,6 @@ from hmonitor.web.notify import (
     webhook_from_setting,
 )
 
-pytest_plugins = ["notifykit"]  # until tests/conftest.py registers it
-
 SmtpFactory = Callable[..., SmtpServer]
 HttpFactory = Callable[..., HttpReceiver]
 

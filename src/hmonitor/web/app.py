@@ -152,7 +152,7 @@ def _notifications(state: WebState, listeners: list[Callable[[list[Any], float],
     except sqlite3.Error as err:
         raise storage_error(path, err) from None
     config = state.settings.notify
-    outbox = Outbox(store, config.sender)
+    outbox = Outbox(store, config.sender, first_retry=config.retry_seconds)
 
     def expirations(now: float) -> list[tuple[str, int]]:
         return [(u.user, u.expiration) for u in state.users(now)]

@@ -11,7 +11,7 @@ from flask import Blueprint, Flask, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
-from hmonitor.web.api import history, hosts, metrics, notes, reports
+from hmonitor.web.api import history, hosts, metrics, notes, notify, reports
 from hmonitor.web.params import BadParam
 
 __all__ = ["register"]
@@ -19,7 +19,7 @@ __all__ = ["register"]
 
 def register(app: Flask) -> None:
     bp = Blueprint("api", __name__, url_prefix="/api/v1")
-    for module in (hosts, notes, history, reports):
+    for module in (hosts, notes, history, reports, notify):
         module.add_routes(bp)
 
     @bp.errorhandler(BadParam)

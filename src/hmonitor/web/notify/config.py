@@ -41,6 +41,7 @@ NOTIFY_KEYS: tuple[str, ...] = (
     "smtp_host", "smtp_port", "smtp_security", "smtp_user", "smtp_password", "mail_from",
     "admin_emails", "webhooks", "apprise_urls", "user_email", "user_email_opt_out",
     "alert_host_down_minutes", "alert_rules", "alert_remind_minutes", "notify_timeout",
+    "notify_retry_seconds",
 )
 
 _DEFAULT_PORT = {"none": 25, "starttls": 587, "ssl": 465}
@@ -86,7 +87,8 @@ class NotifySettings:
     user_email: str | Mapping[str, str] | None = None  # "{user}@lab.example" or user -> address
     user_email_opt_out: frozenset[str] = frozenset()
     remind_minutes: float = 240.0  # 0: no reminders
-    timeout: float = 10.0
+    timeout: float = 10.0  # seconds: each delivery's deadline (a webhook's own "timeout" wins)
+    retry_seconds: float = 30.0  # the first retry's wait; doubled each time, at most an hour
     rules: Mapping[str, RuleConfig] = field(default_factory=_default_rules)
 
     @property
@@ -121,7 +123,9 @@ class NotifySettings:
             return None
         item = items[int(index)]
         if kind == "webhook":
-            return webhook_from_setting(item)
+            if isinstance(item, str):
+                item = {"url": item}
+            return webhook_from_setting({"timeout": self.timeout, **item})
         return AppriseSender(item, timeout=self.timeout)
 
 
@@ -307,6 +311,11 @@ def check_notify(namespace: Mapping[str, Any]) -> tuple[NotifySettings, list[tup
         checked = _number(namespace["notify_timeout"], "notify_timeout", problems, strict=True)
         if checked is not None:
             got["timeout"] = checked
+    if "notify_retry_seconds" in namespace:
+        checked = _number(namespace["notify_retry_seconds"], "notify_retry_seconds", problems,
+                          strict=True)
+        if checked is not None:
+            got["retry_seconds"] = checked
     got["rules"] = _rules(namespace.get("alert_rules", {}), minutes, problems)
 
     wants_mail = bool(got.get("admin_emails")) or "user_email" in got

@@ -19,9 +19,11 @@ and removed. Messages go to the outbox (``outbox.Outbox``), which sends them on 
 from __future__ import annotations
 
 import logging
+import math
+import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,10 +32,11 @@ from hmonitor.web.history import IdleHog
 from hmonitor.web.hoststate import HostStateLike
 from hmonitor.web.notify.config import NotifySettings
 from hmonitor.web.notify.rules import Condition, detect
+from hmonitor.web.notify.senders import check_email_address
 from hmonitor.web.notify.store import AlertRow, AlertStore, Subscription
 from hmonitor.web.rules import GIB
 
-__all__ = ["Event", "Notifier", "free_gpus"]
+__all__ = ["Event", "Notifier", "NotifyError", "free_gpus"]
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +234,84 @@ class Notifier:
 
     def subscribe(self, by: str, email: str, gpus: int, min_free: float,
                   host: str = "") -> Subscription:
-        return self.store.subscribe(time.time(), by, email, gpus, min_free, host)
+        """"Tell ``email`` when ``gpus`` GPUs with ``min_free`` bytes free each are free on one
+        host (``host``, or any)"; NotifyError for what cannot be."""
+        if not self.config.email:
+            raise NotifyError("subscriptions are told by e-mail, and smtp_host is not set")
+        try:
+            check_email_address(email)
+        except ValueError as err:
+            raise NotifyError(str(err)) from None
+        if isinstance(gpus, bool) or not isinstance(gpus, int) or not 1 <= gpus <= 64:
+            raise NotifyError("gpus must be a whole number from 1 to 64")
+        if isinstance(min_free, bool) or not isinstance(min_free, int | float) or not (
+                0 <= min_free <= 1 << 50):
+            raise NotifyError("min_free must be a number of bytes, 0 or more")
+        mine = [s for s in self.store.subscriptions() if s.by == by]
+        if len(mine) >= MAX_SUBSCRIPTIONS:
+            raise NotifyError(f"{by} already has {len(mine)} subscriptions (at most "
+                              f"{MAX_SUBSCRIPTIONS})")
+        return self.store.subscribe(time.time(), by, email, gpus, float(min_free), host)
+
+    def subscribe_from(self, form: Mapping[str, Any], by: str,
+                       hosts: Collection[str]) -> Subscription:
+        """``subscribe`` from a request (the API's JSON, the page's form): ``email``, or the
+        address of ``user`` (else of ``by``) by settings.py's user_email; ``gpus``;
+        ``min_free_gib`` or ``min_free_bytes``; ``host`` (one of ``hosts``, or any)."""
+        email, user = form.get("email") or "", form.get("user") or ""
+        if not isinstance(email, str) or not isinstance(user, str):
+            raise NotifyError("email and user must be strings")
+        email = email.strip() or self.config.user_address(user or by) or ""
+        if not email:
+            raise NotifyError("give an e-mail address (settings.py's user_email does not map "
+                              f"{user or by!r} to one)")
+        gpus = _number(form.get("gpus", 1), "gpus", whole=True)
+        if "min_free_bytes" in form:
+            min_free = _number(form["min_free_bytes"], "min_free_bytes")
+        else:
+            min_free = _number(form.get("min_free_gib") or 0, "min_free_gib") * GIB
+        host = form.get("host") or ""
+        if not isinstance(host, str):
+            raise NotifyError("host must be a string")
+        if host and host not in hosts:
+            raise NotifyError(f"no host {host!r} in settings.py")
+        return self.subscribe(by, email, int(gpus), min_free, host)
+
+    def silence(self, key: str, minutes: float, by: str) -> float:
+        """Silence ``key`` (a current alert, or one to come) for ``minutes``; until when."""
+        if not _KEY.fullmatch(key):
+            raise NotifyError(f"{key!r} is not an alert id (such as host_down:gpu01)")
+        if isinstance(minutes, bool) or not isinstance(minutes, int | float) or not (
+                0 < minutes <= MAX_SILENCE_MINUTES):
+            raise NotifyError(f"minutes must be more than 0 and at most {MAX_SILENCE_MINUTES}")
+        now = time.time()
+        until = now + minutes * 60
+        self.store.silence(key, until, by, now)
+        return until
+
+
+class NotifyError(ValueError):
+    """A request the notifier cannot take, in one line (the API's 400)."""
+
+
+def _number(value: Any, name: str, *, whole: bool = False) -> float:
+    """A number from JSON or a form field (text)."""
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise NotifyError(f"{name} must be a number") from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise NotifyError(f"{name} must be a number")
+    if whole and value != int(value):
+        raise NotifyError(f"{name} must be a whole number")
+    return float(value)
+
+
+MAX_SUBSCRIPTIONS = 20  # per person: a subscription is checked every round
+MAX_SILENCE_MINUTES = 30 * 24 * 60
+_KEY = re.compile(r"(host_down|disk_full|idle_hog|account_expiring|gpu_lost|nvml|gpu_hot|"
+                  r"user_gpus):[^\x00-\x1f]{1,600}")
 
 
 def _duration(seconds: float) -> str:

@@ -1,10 +1,10 @@
 """Sends the queued messages, off the polling path, each destination on its own thread.
 
-A message that fails is tried again with backoff (30 s, 1 min, 2 min ... at most an hour apart,
-``MAX_ATTEMPTS`` in all, about 8 hours) unless the failure is permanent (a 4xx, a refused
-recipient, a wrong password). A destination that hangs holds only its own thread, for at most
-its timeout: the others, and the rounds, go on. The queue is the SQLite store, so a restart
-resumes where it stopped.
+A message that fails is tried again with backoff (by default 30 s, 1 min, 2 min ... at most an
+hour apart, ``MAX_ATTEMPTS`` in all, about 8 hours; ``notify_retry_seconds`` sets the first)
+unless the failure is permanent (a 4xx, a refused recipient, a wrong password). A destination
+that hangs holds only its own thread, for at most its timeout: the others, and the rounds, go
+on. The queue is the SQLite store, so a restart resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -22,23 +22,22 @@ __all__ = ["MAX_ATTEMPTS", "Outbox", "backoff"]
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 12
-FIRST_RETRY_S = 30.0
 LONGEST_WAIT_S = 3600.0
 
 
-def backoff(attempts: int) -> float:
+def backoff(attempts: int, first: float = 30.0) -> float:
     """Seconds to wait after the ``attempts``-th failed attempt."""
-    return float(min(FIRST_RETRY_S * 2 ** (attempts - 1), LONGEST_WAIT_S))
+    return float(min(first * 2 ** (attempts - 1), LONGEST_WAIT_S))
 
 
 class Outbox:
     def __init__(self, store: AlertStore, senders: Callable[[str], Sender | None],
-                 *, retry_scale: float = 1.0) -> None:
+                 *, first_retry: float = 30.0) -> None:
         """``senders``: the sender of a channel ("email", "webhook:0"...), None if no longer
-        configured. ``retry_scale`` shortens the waits (tests)."""
+        configured. ``first_retry``: seconds before the first retry."""
         self.store = store
         self._senders = senders
-        self._scale = retry_scale
+        self._first = first_retry
         self._cond = threading.Condition()
         self._busy: set[str] = set()
         self._closed = False
@@ -94,14 +93,14 @@ class Outbox:
                 attempts = d.attempts + 1
                 retry = None
                 if not err.permanent and attempts < MAX_ATTEMPTS:
-                    retry = time.time() + backoff(attempts) * self._scale
+                    retry = time.time() + backoff(attempts, self._first)
                 self.store.failed(d.id, str(err), retry)
                 log.warning("notification %d to %s failed (attempt %d%s): %s", d.id,
                             sender.name, attempts, ", retrying" if retry else ", giving up", err)
             except Exception as err:  # a sender's bug: recorded, tried again later
                 log.exception("notification %d to %s failed", d.id, d.channel)
                 self.store.failed(d.id, f"{type(err).__name__}: {err}",
-                                  time.time() + backoff(d.attempts + 1) * self._scale)
+                                  time.time() + backoff(d.attempts + 1, self._first))
             else:
                 self.store.delivered(d.id, time.time())
         except Exception:

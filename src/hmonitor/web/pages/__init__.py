@@ -15,7 +15,7 @@ from flask.typing import ResponseReturnValue
 
 from hmonitor.web.auth import is_api_request
 from hmonitor.web.notes import WriteFailed
-from hmonitor.web.pages import hosts, notes, overview, users
+from hmonitor.web.pages import alerts, hosts, notes, overview, users
 from hmonitor.web.pages.display import hours
 from hmonitor.web.rules import DISK_WARN_PCT, FREE_MEM_PCT, FREE_UTIL_PCT
 from hmonitor.web.state import get_state
@@ -37,7 +37,7 @@ def _write_failed(err: WriteFailed) -> ResponseReturnValue:
 
 def register(app: Flask) -> None:
     bp = Blueprint("pages", __name__)
-    for module in (overview, hosts, users, notes):
+    for module in (overview, hosts, users, notes, alerts):
         module.add_routes(bp)
 
     @bp.app_context_processor

@@ -27,14 +27,13 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hmonitor.rules import gpu_is_free
 from hmonitor.web.history import IdleHog
 from hmonitor.web.hoststate import HostStateLike
 from hmonitor.web.notify.config import NotifySettings
 from hmonitor.web.notify.rules import Condition, detect
 from hmonitor.web.notify.senders import check_email_address
 from hmonitor.web.notify.store import AlertRow, AlertStore, Subscription
-from hmonitor.web.rules import GIB
+from hmonitor.web.rules import GIB, gpu_is_free
 
 __all__ = ["Event", "Notifier", "NotifyError", "free_gpus"]
 
@@ -70,10 +69,7 @@ def free_gpus(states: Iterable[HostStateLike], min_free: float,
         if not h.up or h.info is None or (host and h.name != host):
             continue
         ids = [g.id for g in h.info.gpus
-               if gpu_is_free(name=g.name, processes=len(g.procs), utilization=g.utilization,
-                              mem_used=g.mem_used, mem_total=g.mem_total,
-                              mig_enabled=g.mig_enabled if g.HasField("mig_enabled") else None)
-               and g.mem_total - g.mem_used >= min_free]
+               if gpu_is_free(g) and g.mem_total - g.mem_used >= min_free]
         if ids:
             out[h.name] = ids
     return out

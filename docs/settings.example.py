@@ -35,3 +35,30 @@ token = "123456"
 # prometheus_timeout = 5    # seconds: the deadline of every history query
 # prometheus_job = "hmonitor"   # the scrape job read ("hmonitor-web" when scraping the dashboard)
 # metrics_token = "..."     # a Bearer token for /metrics alone (Prometheus scraping the dashboard)
+
+# --- notifications (README, "Notifications"); nothing is sent without these ------------------
+# smtp_host = "smtp.lab.example"
+# smtp_port = 587           # default: 587 with "starttls", 465 with "ssl", 25 with "none"
+# smtp_security = "starttls"   # "none", "starttls" or "ssl"
+# smtp_user = "hmonitor"    # SMTP login, with smtp_password
+# smtp_password = ""
+# mail_from = "hmonitor@lab.example"
+# admin_emails = ["gpu-admins@lab.example"]
+# webhooks = ["https://chat.lab.example/hooks/xyz"]   # or {"url": ..., "format": "json"|"slack",
+#                                                     #     "timeout": 10, "proxy": "http://..."}
+# apprise_urls = []         # any Apprise URL (pip install 'hmonitor[notify]')
+# user_email = "{user}@lab.example"   # or a dict {"alice": "alice@uni.example"}
+# user_email_opt_out = []   # users never mailed
+# alert_host_down_minutes = 5   # 0: at the first failed round
+# alert_remind_minutes = 240    # reminders until acknowledged; 0: none
+# notify_timeout = 10       # seconds: each delivery's deadline
+# notify_retry_seconds = 30 # first retry after a failure; doubled each time, at most 1 h, ~8 h in all
+# alert_rules = {           # each: "enabled", "to" ("admins", "user", "both"), its own options
+#     "host_down": {"to": "admins"},
+#     "disk_full": {"percent": 90, "to": "admins"},
+#     "idle_hog": {"to": "both"},
+#     "account_expiring": {"days": 14, "all_users": False, "to": "both"},
+#     "gpu_lost": {"to": "admins"},
+#     "gpu_hot": {"celsius": 90, "to": "admins"},
+#     "user_gpus": {"enabled": False, "max": 8, "to": "both"},
+# }

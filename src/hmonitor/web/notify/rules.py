@@ -44,6 +44,10 @@ def detect(states: Sequence[HostStateLike], hogs: Iterable[IdleHog], now: float,
     expiration) of every user seen, for account_expiring with all_users."""
     rules = config.rules
     out: list[Condition] = []
+    expiring = rules["account_expiring"]
+    soon = now + expiring.options["days"] * 86400 if expiring.enabled else 0.0
+    # 32,000 processes at 1,000 hosts: owners are worked out only where a rule needs them.
+    count_holders = rules["user_gpus"].enabled
     holders: dict[str, int] = {}  # user -> GPUs held
     expiry: dict[str, int] = {}  # user -> earliest dated expiry among their processes
     for h in states:
@@ -81,13 +85,19 @@ def detect(states: Sequence[HostStateLike], hogs: Iterable[IdleHog], now: float,
                 out.append(Condition(key, "gpu_hot", h.name, "",
                                      f"{h.name} GPU {g.id} is at {g.temp} °C "
                                      f"(alert at {limit:g} °C)"))
-            owners = {proc_owner(p) for p in g.procs}
-            for user in owners:
-                holders[user] = holders.get(user, 0) + 1
-            for p in g.procs:
-                if p.expiration > EXPIRATION_NEVER:
-                    user = proc_owner(p)
-                    expiry[user] = min(expiry.get(user, p.expiration), p.expiration)
+            if count_holders:
+                for user in {proc_owner(p) for p in g.procs}:
+                    holders[user] = holders.get(user, 0) + 1
+            if soon:  # owners only of the few accounts expiring soon, and the GPUs they hold
+                expiring_here = set()
+                for p in g.procs:
+                    if EXPIRATION_NEVER < p.expiration < soon:
+                        user = proc_owner(p)
+                        expiry[user] = min(expiry.get(user, p.expiration), p.expiration)
+                        expiring_here.add(user)
+                if not count_holders:
+                    for user in expiring_here:
+                        holders[user] = holders.get(user, 0) + 1
 
     if rules["idle_hog"].enabled:
         for hog in hogs:

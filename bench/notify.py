@@ -71,7 +71,7 @@ def main() -> None:
         store.close()
         history = SqliteHistory(Path(tmp) / "history.sqlite")
         t = time.time()
-        ingest = [_ms(lambda: history.ingest(states, t + i * 10)) for i in range(ROUNDS)]
+        ingest = [_ms(lambda i=i: history.ingest(states, t + i * 10)) for i in range(ROUNDS)]
         history.close()
     n = args.hosts
     print_table(

@@ -71,7 +71,10 @@ def main() -> None:
         store.close()
         history = SqliteHistory(Path(tmp) / "history.sqlite")
         t = time.time()
-        ingest = [_ms(lambda i=i: history.ingest(states, t + i * 10)) for i in range(ROUNDS)]
+        ingest = []
+        for i in range(ROUNDS):
+            at = t + i * 10
+            ingest.append(_ms(lambda: history.ingest(states, at)))  # noqa: B023 - called now
         history.close()
     n = args.hosts
     print_table(

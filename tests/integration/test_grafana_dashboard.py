@@ -209,3 +209,39 @@ def test_promtool_check_catches_a_bad_expression(tmp_path: Path) -> None:
     done = subprocess.run([PROMTOOL, "check", "rules", str(path)], capture_output=True,
                           text=True, check=False, timeout=60)
     assert done.returncode != 0
+
+
+def alert_exprs() -> dict[str, str]:
+    """alert name -> its expr, from deploy/prometheus/alerts.yml (a one-line ``expr:`` or a
+    ``expr: |`` block; read by hand: no YAML library among the test tools)."""
+    lines = (ROOT / "deploy" / "prometheus" / "alerts.yml").read_text().splitlines()
+    out: dict[str, str] = {}
+    alert = ""
+    for i, line in enumerate(lines):
+        key, _, value = line.strip().partition(": ")
+        if key == "- alert":
+            alert = value.strip()
+        elif line.strip().startswith("expr:"):
+            value = line.split("expr:", 1)[1].strip()
+            if value == "|":
+                indent = len(lines[i + 1]) - len(lines[i + 1].lstrip())
+                block = []
+                for nxt in lines[i + 1:]:
+                    if nxt.strip() and len(nxt) - len(nxt.lstrip()) < indent:
+                        break
+                    block.append(nxt.strip())
+                value = " ".join(block)
+            out[alert] = value
+    return out
+
+
+def test_alert_rules_use_only_names_we_export(exported: set[str]) -> None:
+    """deploy/prometheus/alerts.yml reads what the agents export (and the dashboard's
+    hmonitor_host_up, for a Prometheus scraping the dashboard instead)."""
+    exprs = alert_exprs()
+    assert len(exprs) == 8 and all(exprs.values()), exprs
+    dashboard_only = {"hmonitor_host_up"}
+    unknown = sorted((alert, name) for alert, expr in exprs.items()
+                     for name in metric_names(expr) if name not in exported | dashboard_only)
+    assert not unknown, f"alert rules read metrics nobody exports: {unknown}"
+    assert all(metric_names(e) for e in exprs.values())

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from builders import gpu, host_info, proc
+from builders import gpu, host_info, lost_gpu, proc
 from google.protobuf import json_format
 
 from hmonitor._pb import hm_pb2
@@ -14,10 +14,10 @@ from hmonitor.web.api.jsonview import host_info_to_dict
 
 def as_protobuf_writes_it(value: Any) -> Any:
     """Ours without what protobuf's JSON leaves out: fields not reported (null in ours, for
-    optional fields and absent messages) and the owner label the dashboard adds."""
+    optional fields and absent messages) and what the dashboard adds (owner, free)."""
     if isinstance(value, dict):
         return {k: as_protobuf_writes_it(v) for k, v in value.items()
-                if v is not None and k != "owner"}
+                if v is not None and k not in ("owner", "free")}
     if isinstance(value, list):
         return [as_protobuf_writes_it(v) for v in value]
     return value
@@ -36,6 +36,7 @@ def test_host_info_json_matches_protobuf_field_for_field() -> None:
     host.load1, host.driver_version = 0.0, "560.35.03"
     ours = host_info_to_dict(host)
     assert ours["gpus"][0]["procs"][0]["owner"] == "alice"
+    assert ours["gpus"][0]["free"] is False  # busy
     assert ours["gpus"][1]["power_mw"] is None and ours["gpus"][0]["power_mw"] == 123_456
     assert ours["gpus"][0]["procs"][0]["container"]["host_uid"] == 0  # set, though 0
     assert ours["gpus"][1]["mig"] == [] and ours["gpus"][0]["mig"][0]["sm_count"] == 16
@@ -61,3 +62,10 @@ def test_host_info_json_round_trips_through_protobuf() -> None:
     back = json_format.ParseDict(as_protobuf_writes_it(host_info_to_dict(host)),
                                  hm_pb2.HostInfo())
     assert back == host
+
+
+def test_each_gpu_says_whether_it_is_free_by_the_pages_rule() -> None:
+    mig = gpu(2)
+    mig.mig_enabled = True
+    info = host_info("h", [gpu(0), gpu(1, proc("bob")), mig, lost_gpu(3)])
+    assert [g["free"] for g in host_info_to_dict(info)["gpus"]] == [True, False, False, False]

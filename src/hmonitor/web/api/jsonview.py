@@ -11,6 +11,7 @@ from typing import Any
 
 from hmonitor._pb import hm_pb2
 from hmonitor.web.hoststate import HostStateLike
+from hmonitor.web.rules import gpu_is_free
 from hmonitor.wire import decode_uid, proc_owner
 
 
@@ -59,6 +60,7 @@ def gpu_to_dict(g: hm_pb2.GPUInfo) -> dict[str, Any]:
         "procs": [proc_to_dict(p) for p in g.procs],
         "uuid": g.uuid,
         "pci_bus_id": g.pci_bus_id,
+        "free": gpu_is_free(g),  # the overview's (and hmonitor-ctl's) rule, added here
     }
     for name in _GPU_OPTIONAL:
         out[name] = _opt(g, name)

@@ -33,6 +33,11 @@ def test_commands_options_and_choices() -> None:
     assert complete("history", "gpu01", "0", "--metric", "te") == ["temp"]
     assert complete("--color", "n") == ["never"]
     assert complete("top", "--sort", "") == ["host", "util", "mem", "user"]
+    assert complete("sub") == ["subscribe", "subscriptions"]
+    assert set(complete("subscribe", "-n", "2", "--")) >= {"--min-mem", "--host", "--email",
+                                                          "--user", "--json"}
+    assert "--minutes" in complete("silence", "host_down:gpu01", "--")
+    assert set(complete("alerts", "--a")) == {"--all", "--agent"}
 
 
 def test_values_of_options_are_not_taken_for_commands() -> None:

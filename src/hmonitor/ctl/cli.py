@@ -1,9 +1,10 @@
 """``hmonitor-ctl``: the parser and ``main()``. Each command is a subparser here and a function
-in commands.py (a later ``subscribe`` is one more of each)."""
+in commands.py."""
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -25,7 +26,8 @@ Command = Callable[[Ctx, argparse.Namespace], int]
 EPILOG = """\
 Connects to the dashboard at $HMONITOR_URL with $HMONITOR_TOKEN (or ~/.config/hmonitor/ctl.ini),
 or straight to agents with --agent. Exit codes: 0 done, 1 nothing matched, 2 usage or config,
-3 unreachable, 4 token rejected, 5 unknown host or GPU, 124 wait timed out. See docs/ctl.md.
+3 unreachable, 4 token rejected, 5 unknown host, GPU, note, alert or subscription, 124 wait
+timed out. See docs/ctl.md.
 """
 
 
@@ -48,6 +50,24 @@ def _count(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number from 1 up, not {text!r}")
     return int(text)
+
+
+def _minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of minutes above 0, not {text!r}")
+    return value
+
+
+def _whole(text: str) -> int:
+    """A whole number the dashboard judges (a subscription's GPUs: 1 to 64 there)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
 
 
 def _size(text: str) -> int:
@@ -94,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hmonitor-ctl", parents=[common], epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="The GPU cluster from a terminal: status, free GPUs, wait for GPUs, users, "
-        "a live top, notes, history.")
+        "a live top, notes, history, alerts, free-GPU subscriptions.")
     parser.add_argument("--version", action="version", version=f"hmonitor-ctl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -180,6 +200,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--points", type=_count, metavar="N",
                    help="points (default: the terminal's width)")
     p.add_argument("--csv", action="store_true", help="print CSV (time, value)")
+
+    p = command("subscribe", commands.cmd_subscribe,
+                "one e-mail from the dashboard when K GPUs are free on one host; then it ends")
+    p.add_argument("-n", type=_whole, default=1, metavar="K",
+                   help="GPUs wanted on one host (default 1)")
+    p.add_argument("--min-mem", type=_size, default=0, metavar="SIZE",
+                   help="each with at least this much memory free, e.g. 40G (binary units; a "
+                   "plain number is GiB)")
+    p.add_argument("--host", metavar="NAME",
+                   help="only this host (its name, hostname or a glob naming one); default any")
+    to = p.add_mutually_exclusive_group()
+    to.add_argument("--email", metavar="ADDR", help="send it here")
+    to.add_argument("--user", metavar="NAME",
+                    help="send it to NAME's address (settings.py's user_email); default: you")
+    command("subscriptions", commands.cmd_subscriptions, "everyone's free-GPU subscriptions")
+    p = command("unsubscribe", commands.cmd_unsubscribe, "remove a subscription")
+    p.add_argument("id", type=int, metavar="ID", help="its number (hmonitor-ctl subscriptions)")
+
+    p = command("alerts", commands.cmd_alerts,
+                "the dashboard's firing alerts with their ids (for silence and ack)")
+    p.add_argument("--all", action="store_true", help="also those that ended this week")
+    p = command("silence", commands.cmd_silence,
+                "tell nobody about an alert for a while (it may fire later)")
+    p.add_argument("id", metavar="ID", help="the alert's id, e.g. host_down:gpu01")
+    p.add_argument("--minutes", type=_minutes, default=60.0, metavar="M",
+                   help="for M minutes (default 60; at most 30 days)")
+    p = command("unsilence", commands.cmd_unsilence, "end an alert's silence now")
+    p.add_argument("id", metavar="ID", help="the alert's id")
+    p = command("ack", commands.cmd_ack,
+                "acknowledge a firing alert: no more reminders until it ends")
+    p.add_argument("id", metavar="ID", help="the alert's id")
 
     p = command("completion", _completion, "print a shell completion script (bash, zsh)")
     p.add_argument("shell", choices=("bash", "zsh"), nargs="?", default="bash")

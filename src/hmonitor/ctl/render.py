@@ -12,11 +12,12 @@ from typing import Any, TextIO
 from hmonitor.ctl.model import Cluster
 from hmonitor.ctl.select import Pick, Placement
 from hmonitor.ctl.shapes import cuda_visible_devices, gpu_state, status_json
-from hmonitor.ctl.units import ago, size_text
+from hmonitor.ctl.units import ago, size_text, when_text
 from hmonitor.rules import expiry_state
 
-__all__ = ["Style", "env_lines", "expiry_text", "free_lines", "notes_lines", "sparkline",
-           "status_lines", "table", "use_color", "users_lines"]
+__all__ = ["Style", "alerts_lines", "env_lines", "expiry_text", "free_lines", "notes_lines",
+           "sparkline", "status_lines", "subscriptions_lines", "table", "use_color",
+           "users_lines"]
 
 
 def use_color(stream: TextIO, mode: str, env: Mapping[str, str]) -> bool:
@@ -176,6 +177,64 @@ def _when(at: Any, by: Any) -> str:
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(at)) if isinstance(
         at, (int, float)) else ""
     return " ".join(x for x in (str(by or ""), when) if x)
+
+
+def subscriptions_lines(subs: Sequence[Mapping[str, Any]], style: Style,
+                        now: float | None = None) -> list[str]:
+    """``subscriptions``: the dashboard's ``/api/v1/subscriptions`` entries."""
+    now = time.time() if now is None else now
+    if not subs:
+        return ["no subscriptions"]
+    rows: list[list[Cell]] = []
+    for s in subs:
+        min_free = int(s.get("min_free_bytes") or 0)
+        created = s.get("created")
+        rows.append([(str(s.get("id", "")), "bold"),
+                     (str(s.get("gpus", "")), ""), (size_text(min_free) if min_free else "-", ""),
+                     (str(s.get("host") or "any host"), ""), (str(s.get("email", "")), ""),
+                     (str(s.get("by", "")), "dim"),
+                     (ago(now - created) if isinstance(created, int | float) else "", "dim")])
+    return table(["ID", "GPUS", "FREE EACH", "HOST", "E-MAIL", "BY", "SINCE"], rows, style,
+                 right=(0, 1, 2))
+
+
+_ALERT_STATE_STYLE = {"firing": "red", "acked": "yellow", "silenced": "dim", "ended": "green"}
+
+
+def alert_state(a: Mapping[str, Any]) -> str:
+    """``firing``, ``acked`` (firing, no more reminders), ``silenced`` or ``ended``."""
+    if a.get("state") == "resolved":
+        return "ended"
+    if a.get("silenced_until"):
+        return "silenced"
+    return "acked" if a.get("acked_by") else "firing"
+
+
+def alerts_lines(alerts: Sequence[Mapping[str, Any]], style: Style, *, all_: bool = False,
+                 now: float | None = None) -> list[str]:
+    """``alerts``: the notifier's alerts as ``/api/v1/notifications`` gives them, each with the
+    id that ``silence`` and ``ack`` take."""
+    now = time.time() if now is None else now
+    if not alerts:
+        return ["no alerts this week" if all_ else "no alerts firing"]
+    rows: list[list[Cell]] = []
+    for a in alerts:
+        state = alert_state(a)
+        notes = []
+        if a.get("acked_by"):
+            notes.append(f"acknowledged by {a['acked_by']}")
+        until = a.get("silenced_until")
+        if isinstance(until, int | float):
+            notes.append(f"silenced until {when_text(until, now)} by {a.get('silenced_by')}")
+        ended = a.get("ended")
+        if state == "ended" and isinstance(ended, int | float):
+            notes.append(f"ended {ago(now - ended)}")
+        started = a.get("started")
+        text = str(a.get("text", "")) + (f" ({'; '.join(notes)})" if notes else "")
+        rows.append([(str(a.get("id", "")), "bold"), (state, _ALERT_STATE_STYLE[state]),
+                     (ago(now - started) if isinstance(started, int | float) else "", ""),
+                     (text, "")])
+    return table(["ID", "STATE", "SINCE", "ALERT"], rows, style)
 
 
 _BLOCKS = "▁▂▃▄▅▆▇█"

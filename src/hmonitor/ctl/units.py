@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 import re
+import time
 
-__all__ = ["GIB", "MIB", "ago", "parse_duration", "parse_size", "seconds_text", "size_text"]
+__all__ = ["GIB", "MIB", "ago", "parse_duration", "parse_size", "seconds_text", "size_text",
+           "when_text"]
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -69,3 +71,9 @@ def seconds_text(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.3g} min"
     return f"{seconds / 3600:.3g} h"
+
+
+def when_text(t: float, now: float) -> str:
+    """A local time: ``14:03`` within a day of ``now``, else ``2025-06-01 14:03``."""
+    fmt = "%H:%M" if abs(t - now) < 86400 else "%Y-%m-%d %H:%M"
+    return time.strftime(fmt, time.localtime(t))

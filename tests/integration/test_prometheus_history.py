@@ -486,3 +486,26 @@ def test_prometheus_scraping_the_dashboard_with_the_metrics_token(tmp_path: Path
         prom.wait(10)
         server.shutdown()
         state.close()
+
+
+# What NVIDIA's Grafana dashboard 12239 (dcgm-exporter's) reads: its variables are the values of
+# `instance` and `gpu` on DCGM_FI_DEV_GPU_TEMP; each panel selects one DCGM field by both.
+# DCGM_FI_PROF_PIPE_TENSOR_ACTIVE, a DCGM profiling counter NVML does not give, stays empty.
+DASHBOARD_12239_FIELDS = ("DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_POWER_USAGE",
+                          "DCGM_FI_DEV_SM_CLOCK", "DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED")
+
+
+def test_grafana_12239_fills_in_from_a_scraped_agent(store_url: str, agent_addr: str) -> None:
+    history = PrometheusHistory(store_url)
+    variables = history._get("/api/v1/series", [("match[]", "DCGM_FI_DEV_GPU_TEMP")])
+    assert {(s["instance"], s["gpu"]) for s in variables} == {(agent_addr, "0")}
+    now = time.time()
+    for field in DASHBOARD_12239_FIELDS:
+        rows = history.query(f'{field}{{instance=~"{agent_addr}", gpu=~"0"}}', now)
+        assert len(rows) == 1, field
+        labels, value = rows[0]
+        assert labels["modelName"] == "NVIDIA A100-SXM4-80GB" and labels["device"] == "nvidia0"
+        if field == "DCGM_FI_DEV_GPU_UTIL":
+            assert value == UTIL
+        if field == "DCGM_FI_DEV_FB_USED":
+            assert value == 21 * 1024  # MiB

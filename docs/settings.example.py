@@ -52,7 +52,7 @@ token = "123456"
 # alert_host_down_minutes = 5   # 0: at the first failed round
 # alert_remind_minutes = 240    # reminders until acknowledged; 0: none
 # notify_timeout = 10       # seconds: each delivery's deadline
-# notify_retry_seconds = 30 # first retry after a failure; doubled each time, at most 1 h, ~8 h in all
+# notify_retry_seconds = 30 # first retry after a failure; then doubled, at most 1 h; ~8 h in all
 # alert_rules = {           # each: "enabled", "to" ("admins", "user", "both"), its own options
 #     "host_down": {"to": "admins"},
 #     "disk_full": {"percent": 90, "to": "admins"},

@@ -36,7 +36,9 @@ def add_routes(bp: Blueprint) -> None:
         now = time.time()
         return jsonify(alerts=[a.as_dict() for a in n.store.alerts(now)],
                        deliveries=[d.as_dict() for d in n.store.deliveries(100)],
-                       subscriptions=[s.as_dict() for s in n.store.subscriptions()])
+                       subscriptions=[s.as_dict() for s in n.store.subscriptions()],
+                       silences=[{"id": k, "until": u, "by": b}
+                                 for k, u, b in n.store.silences(now)])
 
     @bp.post("/alerts/<path:key>/silence")
     def silence(key: str) -> ResponseReturnValue:

@@ -208,6 +208,13 @@ class AlertStore:
                            (key, now)).fetchone()
         return None if row is None else float(row[0])
 
+    def silences(self, now: float) -> list[tuple[str, float, str]]:
+        """(key, until, by) of every silence in force, soonest to end first."""
+        with self._lock:
+            rows = self._conn.execute("SELECT key, until, by FROM silences WHERE until > ? "
+                                      "ORDER BY until", (now,)).fetchall()
+        return [(str(k), float(u), str(b)) for k, u, b in rows]
+
     def silence(self, key: str, until: float, by: str, now: float) -> None:
         with self.tx() as conn:
             conn.execute("INSERT OR REPLACE INTO silences VALUES (?, ?, ?, ?)",

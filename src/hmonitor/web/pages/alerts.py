@@ -10,6 +10,7 @@ from flask.typing import ResponseReturnValue
 
 from hmonitor.web.auth import client_label
 from hmonitor.web.notify.engine import Notifier, NotifyError
+from hmonitor.web.rules import GIB
 from hmonitor.web.state import get_state
 
 SILENCE_CHOICES = ((60, "1 hour"), (240, "4 hours"), (1440, "1 day"), (10080, "1 week"))
@@ -37,6 +38,9 @@ def add_routes(bp: Blueprint) -> None:
             "alerts.html",
             firing=[a for a in rows if a.state == "firing" and not a.silenced_until],
             silenced=[a for a in rows if a.state == "firing" and a.silenced_until],
+            # silences set ahead, for alerts not firing now (a host going into maintenance)
+            ahead=[s for s in n.store.silences(now)
+                   if not any(a.key == s[0] and a.state == "firing" for a in rows)],
             ended=[a for a in rows if a.state == "resolved"],
             deliveries=n.store.deliveries(50),
             subscriptions=n.store.subscriptions(),
@@ -64,6 +68,8 @@ def add_routes(bp: Blueprint) -> None:
         key = request.form.get("id", "")
         if _notifier().store.unsilence(key):
             flash(f"{key} is no longer silenced.", "ok")
+        else:
+            flash(f"{key} was not silenced.", "error")
         return _back()
 
     @bp.post("/alerts/ack")
@@ -84,8 +90,8 @@ def add_routes(bp: Blueprint) -> None:
             flash(f"Not subscribed: {err}.", "error")
         else:
             where = made.host or "any host"
-            flash(f"You will get one e-mail at {made.email} when {made.gpus} GPU(s) are free "
-                  f"on {where}.", "ok")
+            flash(f"You will get one e-mail at {made.email} when {made.gpus} GPU(s) with "
+                  f"{made.min_free / GIB:g} GiB free each are free on {where}.", "ok")
         return _back()
 
     @bp.post("/alerts/unsubscribe")
@@ -93,6 +99,8 @@ def add_routes(bp: Blueprint) -> None:
         id_ = request.form.get("id", "")
         if id_.isdigit() and _notifier().store.unsubscribe(int(id_)):
             flash("Subscription removed.", "ok")
+        else:
+            flash("There was no such subscription (told already, or removed).", "error")
         return _back()
 
 

@@ -130,7 +130,8 @@ def test_subscribes_to_two_gpus_and_removes_it(
     form.get_by_label("E-mail").fill("carol@lab.example")
     form.get_by_role("button", name="Subscribe").click()
     expect(pg.locator(".flash")).to_have_text(
-        "You will get one e-mail at carol@lab.example when 2 GPU(s) with 40 GiB free each are free on any host.")
+        "You will get one e-mail at carol@lab.example when 2 GPU(s) with 40 GiB free each are "
+        "free on any host.")
     rows = pg.locator("#subscriptions-table tbody tr")
     expect(rows).to_have_count(1)
     expect(rows.first).to_contain_text("2 \u00d7 40.0 GiB on any host")  # a times sign

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TextIO
 
 from hmonitor import __version__
-from hmonitor.ctl import commands
+from hmonitor.ctl import commands, notify_commands
 from hmonitor.ctl.commands import Ctx, parse_since
 from hmonitor.ctl.completion import bash_script, command_tree, tree_json, zsh_script
 from hmonitor.ctl.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TIMEOUT, CtlError
@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="points (default: the terminal's width)")
     p.add_argument("--csv", action="store_true", help="print CSV (time, value)")
 
-    p = command("subscribe", commands.cmd_subscribe,
+    p = command("subscribe", notify_commands.cmd_subscribe,
                 "one e-mail from the dashboard when K GPUs are free on one host; then it ends")
     p.add_argument("-n", type=_whole, default=1, metavar="K",
                    help="GPUs wanted on one host (default 1)")
@@ -214,21 +214,21 @@ def build_parser() -> argparse.ArgumentParser:
     to.add_argument("--email", metavar="ADDR", help="send it here")
     to.add_argument("--user", metavar="NAME",
                     help="send it to NAME's address (settings.py's user_email); default: you")
-    command("subscriptions", commands.cmd_subscriptions, "everyone's free-GPU subscriptions")
-    p = command("unsubscribe", commands.cmd_unsubscribe, "remove a subscription")
+    command("subscriptions", notify_commands.cmd_subscriptions, "everyone's free-GPU subscriptions")
+    p = command("unsubscribe", notify_commands.cmd_unsubscribe, "remove a subscription")
     p.add_argument("id", type=int, metavar="ID", help="its number (hmonitor-ctl subscriptions)")
 
-    p = command("alerts", commands.cmd_alerts,
+    p = command("alerts", notify_commands.cmd_alerts,
                 "the dashboard's firing alerts with their ids (for silence and ack)")
     p.add_argument("--all", action="store_true", help="also those that ended this week")
-    p = command("silence", commands.cmd_silence,
+    p = command("silence", notify_commands.cmd_silence,
                 "tell nobody about an alert for a while (it may fire later)")
     p.add_argument("id", metavar="ID", help="the alert's id, e.g. host_down:gpu01")
     p.add_argument("--minutes", type=_minutes, default=60.0, metavar="M",
                    help="for M minutes (default 60; at most 30 days)")
-    p = command("unsilence", commands.cmd_unsilence, "end an alert's silence now")
+    p = command("unsilence", notify_commands.cmd_unsilence, "end an alert's silence now")
     p.add_argument("id", metavar="ID", help="the alert's id")
-    p = command("ack", commands.cmd_ack,
+    p = command("ack", notify_commands.cmd_ack,
                 "acknowledge a firing alert: no more reminders until it ends")
     p.add_argument("id", metavar="ID", help="the alert's id")
 

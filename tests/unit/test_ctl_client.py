@@ -136,3 +136,21 @@ def test_down_and_silent_dashboards(server: str) -> None:
     text = fails(DashboardClient(server + "/slow", "t", 0.3).hosts, EXIT_UNREACHABLE)
     assert text == f"the dashboard at {server}/slow did not answer within 0.3 s"
     assert time.monotonic() - started < 0.9
+
+
+def test_a_peer_that_does_not_speak_http(server: str) -> None:
+    """HMONITOR_URL pointing at an agent's gRPC port: one line, not a traceback."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+
+        def garbage() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(1024)
+                conn.sendall(b"\x00\x00\x12\x04\x00\x00\x00\x00\x00garbage\r\n\r\n")
+
+        threading.Thread(target=garbage, daemon=True).start()
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        assert fails(DashboardClient(url, "t", 5).hosts, EXIT_UNREACHABLE).startswith(
+            f"the dashboard at {url}: BadStatusLine")

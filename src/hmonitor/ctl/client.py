@@ -4,6 +4,7 @@ every request, gzip when the dashboard offers it, and every failure as one line 
 from __future__ import annotations
 
 import gzip
+import http.client
 import json
 import socket
 import urllib.error
@@ -48,7 +49,8 @@ class DashboardClient:
         try:
             with self._opener.open(req, data=data, timeout=self.timeout) as resp:
                 raw: bytes = resp.read()
-                encoding = resp.headers.get("Content-Encoding", "")
+                if resp.headers.get("Content-Encoding", "") == "gzip":
+                    raw = gzip.decompress(raw)
         except urllib.error.HTTPError as err:
             raise self._http_error(err) from None
         except urllib.error.URLError as err:
@@ -56,9 +58,10 @@ class DashboardClient:
         except TimeoutError:
             raise Unreachable(f"the dashboard at {self.url} did not answer within "
                               f"{self.timeout:g} s") from None
-        except (OSError, ValueError) as err:  # reset mid-answer, a URL urllib cannot open
-            raise Unreachable(f"the dashboard at {self.url}: {err}") from None
-        return gzip.decompress(raw) if encoding == "gzip" else raw
+        except (OSError, ValueError, EOFError, http.client.HTTPException) as err:
+            # reset mid-answer, a garbled status line or gzip, a URL urllib cannot open
+            raise Unreachable(f"the dashboard at {self.url}: {err!r}") from None
+        return raw
 
     def get_json(self, path: str, params: Params | None = None) -> Any:
         return self._json(self.request("GET", path, params))

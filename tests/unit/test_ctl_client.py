@@ -152,5 +152,6 @@ def test_a_peer_that_does_not_speak_http(server: str) -> None:
 
         threading.Thread(target=garbage, daemon=True).start()
         url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-        assert fails(DashboardClient(url, "t", 5).hosts, EXIT_UNREACHABLE).startswith(
-            f"the dashboard at {url}: BadStatusLine")
+        assert fails(DashboardClient(url, "t", 5).hosts, EXIT_UNREACHABLE) == (
+            f"{url} answered, but not in HTTP: is it an hmonitor dashboard (and not an agent's "
+            "gRPC port)?")

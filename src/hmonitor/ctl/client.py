@@ -58,9 +58,11 @@ class DashboardClient:
         except TimeoutError:
             raise Unreachable(f"the dashboard at {self.url} did not answer within "
                               f"{self.timeout:g} s") from None
-        except (OSError, ValueError, EOFError, http.client.HTTPException) as err:
-            # reset mid-answer, a garbled status line or gzip, a URL urllib cannot open
-            raise Unreachable(f"the dashboard at {self.url}: {err!r}") from None
+        except http.client.HTTPException:
+            raise BadAnswer(f"{self.url} answered, but not in HTTP: is it an hmonitor dashboard "
+                            "(and not an agent's gRPC port)?") from None
+        except (OSError, ValueError, EOFError) as err:  # reset mid-answer, a broken gzip...
+            raise Unreachable(f"the dashboard at {self.url}: {err}") from None
         return raw
 
     def get_json(self, path: str, params: Params | None = None) -> Any:

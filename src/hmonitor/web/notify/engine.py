@@ -126,7 +126,8 @@ class Notifier:
             else:
                 first_seen, state, last_sent = a.first_seen, a.state, a.last_sent
                 acked, silenced = a.acked_by, a.silenced_until
-                conn.execute("UPDATE alerts SET text = ? WHERE key = ?", (c.text, c.key))
+                if a.text != c.text:  # a disk filling further, a hotter GPU
+                    conn.execute("UPDATE alerts SET text = ? WHERE key = ?", (c.text, c.key))
             if state == "pending":
                 if c.rule == "host_down" and now - first_seen < wait:
                     continue

@@ -1,4 +1,5 @@
-"""Sizes and durations as people type and read them."""
+"""Sizes and durations as people type and read them (sizes and ages written as the
+dashboard's pages write them: ``hmonitor.units``)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ import math
 import re
 import time
 
+from hmonitor.units import GIB, MIB, ago, size_text
+
 __all__ = ["GIB", "MIB", "ago", "parse_duration", "parse_size", "seconds_text", "size_text",
            "when_text"]
 
-MIB = 1 << 20
-GIB = 1 << 30
 
 # Binary units throughout, as nvidia-smi and the dashboard count GPU memory: 40G is 40 GiB.
 _SIZE_UNITS = {"": GIB, "b": 1, "k": 1 << 10, "m": MIB, "g": GIB, "t": 1 << 40}
@@ -42,26 +43,6 @@ def parse_duration(text: str) -> float:
     if not math.isfinite(seconds):
         raise ValueError(f"not a duration: {text!r}")
     return seconds
-
-
-def size_text(n: int) -> str:
-    """Whole GiB from 10 GiB up (a decimal there is noise), one decimal below, MiB under 1 GiB."""
-    if n >= 10 * GIB:
-        return f"{math.floor(n / GIB + 0.5)} GiB"
-    if n >= GIB:
-        return f"{math.floor(n / GIB * 10 + 0.5) / 10:.1f} GiB"
-    return f"{n // MIB} MiB"
-
-
-def ago(seconds: float) -> str:
-    s = max(0, int(seconds))
-    if s < 60:
-        return f"{s} s ago"
-    if s < 3600:
-        return f"{s // 60} min ago"
-    if s < 86400:
-        return f"{s // 3600} h ago"
-    return f"{s // 86400} d ago"
 
 
 def seconds_text(seconds: float) -> str:

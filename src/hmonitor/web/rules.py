@@ -17,6 +17,7 @@ from hmonitor.rules import (
     expiry_state,
 )
 from hmonitor.rules import gpu_is_free as _gpu_is_free
+from hmonitor.units import GIB, MIB
 
 __all__ = [
     "DISK_WARN_PCT",
@@ -32,8 +33,6 @@ __all__ = [
     "gpu_is_free",
 ]
 
-GIB = 1 << 30
-MIB = 1 << 20
 DISK_WARN_PCT = 90  # a disk this full is flagged on the page and raises an alert
 
 

@@ -10,7 +10,8 @@ import math
 import time
 
 from hmonitor._pb import hm_pb2
-from hmonitor.web.rules import GIB, MIB, ExpiryState, expiry_state
+from hmonitor.units import ago, size_text
+from hmonitor.web.rules import ExpiryState, expiry_state
 
 __all__ = [
     "MODEL_PREFIXES",
@@ -46,26 +47,6 @@ def r1(x: float) -> str:
 
 def r0(x: float) -> str:
     return str(math.floor(x + 0.5))
-
-
-def size_text(n: int) -> str:
-    """Memory of a process or disk: whole GiB from 10 GiB up, where a decimal is noise."""
-    if n >= 10 * GIB:
-        return f"{r0(n / GIB)} GiB"
-    if n >= GIB:
-        return f"{r1(n / GIB)} GiB"
-    return f"{n // MIB} MiB"
-
-
-def ago(seconds: float) -> str:
-    s = max(0, int(seconds))
-    if s < 60:
-        return f"{s} s ago"
-    if s < 3600:
-        return f"{s // 60} min ago"
-    if s < 86400:
-        return f"{s // 3600} h ago"
-    return f"{s // 86400} d ago"
 
 
 def day(t: float) -> str:

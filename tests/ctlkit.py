@@ -95,3 +95,18 @@ def run_ctl(args: Sequence[str], env: Mapping[str, str], timeout: float = 30
             ) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(CTL), *args], env=dict(env), capture_output=True, text=True,
                           timeout=timeout, check=False)
+
+
+def ok(result: subprocess.CompletedProcess[str], code: int = 0) -> str:
+    """What a command printed, once it exited with ``code``."""
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    return result.stdout
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], code: int) -> str:
+    """The one line a failing command prints: no traceback, nothing on stdout."""
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("hmonitor-ctl: "), \
+        result.stderr
+    return result.stderr.strip()

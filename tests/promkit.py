@@ -72,7 +72,7 @@ class Rounds:
                        for v, t in samples).encode()
 
 
-def _ready(url: str, proc: subprocess.Popen[bytes], log: Path, what: str) -> None:
+def ready(url: str, proc: subprocess.Popen[bytes], log: Path, what: str) -> None:
     deadline = time.monotonic() + 60
     while True:
         with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as resp:
@@ -85,7 +85,7 @@ def _ready(url: str, proc: subprocess.Popen[bytes], log: Path, what: str) -> Non
 
 
 @contextlib.contextmanager
-def _running(args: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def running(args: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -110,10 +110,10 @@ def prometheus_with(rounds: Rounds, work: Path) -> Iterator[str]:
     config.write_text("global:\n  scrape_interval: 15s\n")
     port = free_port()
     log = work / "prometheus.log"
-    with _running([PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={data}",
+    with running([PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={data}",
                    f"--web.listen-address=127.0.0.1:{port}"], log) as proc:
         url = f"http://127.0.0.1:{port}"
-        _ready(f"{url}/-/ready", proc, log, "Prometheus")
+        ready(f"{url}/-/ready", proc, log, "Prometheus")
         yield url
 
 
@@ -122,11 +122,11 @@ def victoria_with(rounds: Rounds, work: Path) -> Iterator[str]:
     """A VictoriaMetrics on loopback holding ``rounds``; yields its URL."""
     port = free_port()
     log = work / "victoria.log"
-    with _running([VICTORIA, f"-storageDataPath={work / 'vm'}",
+    with running([VICTORIA, f"-storageDataPath={work / 'vm'}",
                    f"-httpListenAddr=127.0.0.1:{port}", "-search.latencyOffset=0s",
                    "-search.disableCache", "-retentionPeriod=100y"], log) as proc:
         url = f"http://127.0.0.1:{port}"
-        _ready(f"{url}/health", proc, log, "VictoriaMetrics")
+        ready(f"{url}/health", proc, log, "VictoriaMetrics")
         req = urllib.request.Request(f"{url}/api/v1/import/prometheus",
                                      data=rounds.prometheus_text(), method="POST")
         with urllib.request.urlopen(req, timeout=60) as resp:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from agentproc import Agent, free_port, start_agent
-from ctlkit import CTL, TOKEN, Web, ctl_env, run_ctl, start_web
+from ctlkit import CTL, TOKEN, Web, ctl_env, ok, one_line_error, run_ctl, start_web
 from fakenvml import FakeGpu, FakeMig, FakeProc, consumer_gpu, nvml_env, write_config
 
 GIB = 1 << 30
@@ -84,20 +84,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory, fake_nvml_lib: Path) -> Iterat
         for sleeper in sleepers.values():
             sleeper.kill()
             sleeper.wait()
-
-
-def ok(result: subprocess.CompletedProcess[str], code: int = 0) -> str:
-    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
-    return result.stdout
-
-
-def one_line_error(result: subprocess.CompletedProcess[str], code: int) -> str:
-    """The one line a failing command prints: no traceback, nothing on stdout."""
-    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
-    assert result.stdout == ""
-    assert result.stderr.count("\n") == 1 and result.stderr.startswith("hmonitor-ctl: "), \
-        result.stderr
-    return result.stderr.strip()
 
 
 def test_free_lists_free_gpus_best_first(lab: Lab) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from agentproc import Agent, free_port, start_agent
-from ctlkit import TOKEN, Web, ctl_env, run_ctl, start_web
+from ctlkit import TOKEN, Web, ctl_env, ok, one_line_error, run_ctl, start_web
 from fakenvml import FakeGpu, FakeProc, nvml_env, write_config
 from notifykit import SmtpServer
 
@@ -64,21 +64,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory, fake_nvml_lib: Path) -> Iterat
         smtp.stop()
         sleeper.kill()
         sleeper.wait()
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert (result.returncode, result.stderr) == (0, ""), (result.returncode, result.stdout,
-                                                          result.stderr)
-    return result.stdout
-
-
-def one_line_error(result: subprocess.CompletedProcess[str], code: int) -> str:
-    """The one line a failing command prints: no traceback, nothing on stdout."""
-    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
-    assert result.stdout == ""
-    assert result.stderr.count("\n") == 1 and result.stderr.startswith("hmonitor-ctl: "), \
-        result.stderr
-    return result.stderr.strip()
 
 
 def test_subscribe_gets_one_mail_when_two_gpus_free_up(lab: Lab) -> None:

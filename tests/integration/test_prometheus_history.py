@@ -21,6 +21,7 @@ import pytest
 from agentproc import free_port, start_agent
 from builders import gpu, host_info, proc, up
 from fakenvml import FakeGpu, FakeProc, nvml_env, write_config
+from promkit import running
 from webkit import BEARER, login, make_app
 from werkzeug.test import TestResponse
 
@@ -101,20 +102,11 @@ def store_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
                 f"-promscrape.config={config}", "-promscrape.config.strictParse=false",
                 "-search.latencyOffset=0s", "-search.disableCache"]
     log = work / "log.txt"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
-    try:
+    with running(args, log) as proc:
         _wait_port(port, proc, name, log)
         url = f"http://127.0.0.1:{port}"
         _wait_scrapes(url, log)
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _wait_scrapes(url: str, log: Path, count: int = 5) -> None:
@@ -455,35 +447,31 @@ def test_prometheus_scraping_the_dashboard_with_the_metrics_token(tmp_path: Path
         f"    authorization: {{type: Bearer, credentials_file: {work / 'token'}}}\n"
         f"    static_configs:\n      - targets: ['127.0.0.1:{web_port}']\n")
     log = work / "log.txt"
-    with log.open("wb") as out:
-        prom = subprocess.Popen(
-            [STORES["prometheus"], f"--config.file={work / 'scrape.yml'}",
-             f"--storage.tsdb.path={work / 'data'}", f"--web.listen-address=127.0.0.1:{prom_port}"],
-            stdout=out, stderr=subprocess.STDOUT)
     state = get_state(app)
     try:
-        _wait_port(prom_port, prom, "prometheus", log)
-        history = PrometheusHistory(f"http://127.0.0.1:{prom_port}", job="hmonitor-web")
-        deadline = time.monotonic() + 30
-        while not history.query('count_over_time(hmonitor_host_up{job="hmonitor-web"}[1m]) > 3',
-                                time.time()):
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.5)
-        client = app.test_client()
-        resp = client.get("/api/v1/history?host=gpu-w&gpu=0&metric=util&window=60&points=6",
-                          headers=BEARER)
-        assert resp.status_code == 200 and _json(resp)["v"], resp.text
-        assert all(v == pytest.approx(UTIL) for v in _json(resp)["v"])
-        now = time.time()
-        assert state.backend.host_uptime("gpu-w", now - 5, now) == pytest.approx(1.0)
-        assert state.storage_faults() == {}
-        # the scrape token opens /metrics and nothing else
-        scrape = {"Authorization": f"Bearer {metrics_token}"}
-        assert client.get("/metrics", headers=scrape).status_code == 200
-        assert client.get("/api/v1/hosts", headers=scrape).status_code == 401
+        with running([STORES["prometheus"], f"--config.file={work / 'scrape.yml'}",
+                      f"--storage.tsdb.path={work / 'data'}",
+                      f"--web.listen-address=127.0.0.1:{prom_port}"], log) as prom:
+            _wait_port(prom_port, prom, "prometheus", log)
+            history = PrometheusHistory(f"http://127.0.0.1:{prom_port}", job="hmonitor-web")
+            deadline = time.monotonic() + 30
+            while not history.query(
+                    'count_over_time(hmonitor_host_up{job="hmonitor-web"}[1m]) > 3', time.time()):
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.5)
+            client = app.test_client()
+            resp = client.get("/api/v1/history?host=gpu-w&gpu=0&metric=util&window=60&points=6",
+                              headers=BEARER)
+            assert resp.status_code == 200 and _json(resp)["v"], resp.text
+            assert all(v == pytest.approx(UTIL) for v in _json(resp)["v"])
+            now = time.time()
+            assert state.backend.host_uptime("gpu-w", now - 5, now) == pytest.approx(1.0)
+            assert state.storage_faults() == {}
+            # the scrape token opens /metrics and nothing else
+            scrape = {"Authorization": f"Bearer {metrics_token}"}
+            assert client.get("/metrics", headers=scrape).status_code == 200
+            assert client.get("/api/v1/hosts", headers=scrape).status_code == 401
     finally:
-        prom.terminate()
-        prom.wait(10)
         server.shutdown()
         state.close()
 

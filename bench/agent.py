@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -31,10 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _gpuhost import busy_gpus  # noqa: E402
+from _gpuhost import gpu_host  # noqa: E402
 from _table import print_table  # noqa: E402
 from agentproc import Agent, start_agent  # noqa: E402
-from fakenvml import build_library, nvml_env, write_config  # noqa: E402
 
 from hmonitor._pb import hm_pb2, hm_pb2_grpc  # noqa: E402
 
@@ -153,26 +151,15 @@ def main() -> None:
     args = parser.parse_args()
     per_gpu = args.procs_per_gpu
 
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        lib = build_library(tmp / "lib")
-        sleepers = [subprocess.Popen(["sleep", "3600"]) for _ in range(8 * per_gpu)]
-        try:
-            gpus = busy_gpus(sleepers, per_gpu)
-            config = tmp / "gpus.txt"
-            write_config(config, gpus)
-            env = nvml_env(lib, config)
-            results = {}
-            for label, ttl in (("hmonitor (1 s cache)", "1"), ("baseline: no cache", "0")):
-                agent = start_agent(tmp, ["--cache-ttl", ttl, "--log-level", "WARNING"], env=env)
-                try:
-                    results[label] = run(agent, args.quick, per_gpu)
-                finally:
-                    agent.stop()
-        finally:
-            for s in sleepers:
-                s.kill()
-                s.wait()
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp_name, gpu_host(Path(tmp_name), per_gpu) as env:
+        for label, ttl in (("hmonitor (1 s cache)", "1"), ("baseline: no cache", "0")):
+            agent = start_agent(Path(tmp_name), ["--cache-ttl", ttl, "--log-level", "WARNING"],
+                                env=env)
+            try:
+                results[label] = run(agent, args.quick, per_gpu)
+            finally:
+                agent.stop()
 
     ours, base = results["hmonitor (1 s cache)"], results["baseline: no cache"]
     assert ours.rps is not None and base.rps is not None

@@ -13,17 +13,20 @@ same agent's GetInfo over gRPC (p50/p99) and its HostInfo's serialized size.
 
 (c) The dashboard's GET /metrics (where the dashboard has one) for 1,000 busy hosts
 (tests/builders.py busy_host: 8 GPUs x 4 processes) through the Flask test client: the first
-scrape of a polling round renders, later ones are served from the round's text. Baseline in the
-same run: the first GET /api/v1/hosts (JSON) of the same cluster.
+scrape ever makes the text on request; after a polling round (new states) the round listeners
+make it off the request path, as the real poller's notifier thread does, and the scrape that
+follows takes it ready; later ones are served from the round's text. Baseline in the same run:
+the first GET /api/v1/hosts (JSON) of the same cluster. bench/dashboard.py measures the same
+through the real server polling 1,000 agents.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gzip
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,15 +40,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _gpuhost import busy_gpus  # noqa: E402
+from _gpuhost import gpu_host  # noqa: E402
 from _table import print_table  # noqa: E402
 from agentproc import free_port, start_agent, wait_listening  # noqa: E402
-from builders import busy_host, up  # noqa: E402
-from fakenvml import build_library, nvml_env, write_config  # noqa: E402
+from builders import FakePoller, busy_host, up  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 from webkit import BEARER, make_app  # noqa: E402
 
 from hmonitor._pb import hm_pb2, hm_pb2_grpc  # noqa: E402
+from hmonitor.web.state import get_state  # noqa: E402
 
 # dcgm-exporter's default counter set: the DCGM_FI_* rows of etc/default-counters.csv in
 # github.com/NVIDIA/dcgm-exporter at commit d5e5f510a1b6b393f39a43293ccd9dc985defc79
@@ -90,48 +93,37 @@ def dcgm_series_per_gpu(text: str) -> int:
 
 
 def agent_part(scrapes: int, per_gpu: int) -> dict[str, float]:
-    with tempfile.TemporaryDirectory() as tmp_name:
+    with tempfile.TemporaryDirectory() as tmp_name, gpu_host(Path(tmp_name), per_gpu) as env:
         tmp = Path(tmp_name)
-        lib = build_library(tmp / "lib")
-        sleepers = [subprocess.Popen(["sleep", "3600"]) for _ in range(8 * per_gpu)]
+        port = free_port()
+        agent = start_agent(tmp, ["--log-level", "WARNING", "--metrics-pids",
+                                  "--metrics-addr", f"127.0.0.1:{port}"], env=env)
         try:
-            gpus = busy_gpus(sleepers, per_gpu)
-            config = tmp / "gpus.txt"
-            write_config(config, gpus)
-            port = free_port()
-            agent = start_agent(tmp, ["--log-level", "WARNING", "--metrics-pids",
-                                      "--metrics-addr", f"127.0.0.1:{port}"],
-                                env=nvml_env(lib, config))
-            try:
-                wait_listening(agent)
-                channel = grpc.insecure_channel(agent.target)
-                stub = hm_pb2_grpc.HostMonitorStub(channel)
-                req = hm_pb2.RequestInfo()
-                info = stub.GetInfo(req, timeout=10)
-                counts = [len(g.procs) for g in info.gpus]
-                assert counts == [per_gpu] * 8, f"processes per GPU: {counts}"
-                url = f"http://127.0.0.1:{port}/metrics"
-                deadline = time.monotonic() + 10
-                while True:  # the metrics port may open just after gRPC's
-                    try:
-                        text = scrape(url, False)
-                        break
-                    except OSError:
-                        if time.monotonic() > deadline:
-                            raise
-                        time.sleep(0.05)
-                compressed = scrape(url, True)
-                assert gzip.decompress(compressed).count(b"\n") > 0
-                plain = timed(lambda: scrape(url, False), scrapes)
-                gzipped = timed(lambda: scrape(url, True), scrapes)
-                grpc_ms = timed(lambda: stub.GetInfo(req, timeout=5), scrapes)
-                channel.close()
-            finally:
-                agent.stop()
+            wait_listening(agent)
+            channel = grpc.insecure_channel(agent.target)
+            stub = hm_pb2_grpc.HostMonitorStub(channel)
+            req = hm_pb2.RequestInfo()
+            info = stub.GetInfo(req, timeout=10)
+            counts = [len(g.procs) for g in info.gpus]
+            assert counts == [per_gpu] * 8, f"processes per GPU: {counts}"
+            url = f"http://127.0.0.1:{port}/metrics"
+            deadline = time.monotonic() + 10
+            while True:  # the metrics port may open just after gRPC's
+                try:
+                    text = scrape(url, False)
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+            compressed = scrape(url, True)
+            assert gzip.decompress(compressed).count(b"\n") > 0
+            plain = timed(lambda: scrape(url, False), scrapes)
+            gzipped = timed(lambda: scrape(url, True), scrapes)
+            grpc_ms = timed(lambda: stub.GetInfo(req, timeout=5), scrapes)
+            channel.close()
         finally:
-            for s in sleepers:
-                s.kill()
-                s.wait()
+            agent.stop()
     decoded = text.decode()
     return {
         "plain_p50": p50(plain), "plain_p99": p99(plain),
@@ -145,7 +137,10 @@ def agent_part(scrapes: int, per_gpu: int) -> dict[str, float]:
 
 
 def dashboard_part(hosts: int) -> dict[str, float] | None:
-    """None where the dashboard has no /metrics yet."""
+    """The dashboard's /metrics at ``hosts`` hosts: the first scrape ever (it makes the text),
+    then a polling round (new states, the round listeners make the text after it, as the real
+    poller's notifier thread does) and the scrape that follows it. None where the dashboard
+    has no /metrics yet."""
     with tempfile.TemporaryDirectory() as tmp_name:
         states = [up(f"gpu-node-{i:03d}", busy_host(i)) for i in range(hosts)]
         app = make_app(Path(tmp_name), states)
@@ -157,10 +152,24 @@ def dashboard_part(hosts: int) -> dict[str, float] | None:
         first = (time.perf_counter() - start) * 1000
         assert resp.status_code == 200, resp.status_code
         size = len(resp.data)
+        state = get_state(app)
+        poller = state.poller
+        assert isinstance(poller, FakePoller)
+        poller.states = [dataclasses.replace(h) for h in states]  # a new round's states
+        start = time.perf_counter()
+        for listener in state.round_listeners:
+            listener(poller.hosts(), time.time())
+        after_round = (time.perf_counter() - start) * 1000
+        start = time.perf_counter()
+        resp = client.get("/metrics", headers=BEARER)
+        scrape_ms = (time.perf_counter() - start) * 1000
+        # the same text, and the line saying how long the last one took to make
+        assert resp.status_code == 200 and 0 < len(resp.data) - size < 400
         again = timed(lambda: client.get("/metrics", headers=BEARER).data, 5)
         api = timed(lambda: client.get("/api/v1/hosts", headers=BEARER).data, 1)
-        return {"first_ms": first, "again_ms": p50(again), "api_ms": api[0],
-                "mb": size / 1e6}
+        state.close()
+        return {"first_ms": first, "round_ms": after_round, "scrape_ms": scrape_ms,
+                "again_ms": p50(again), "api_ms": api[0], "mb": size / 1e6}
 
 
 def main() -> None:
@@ -195,8 +204,12 @@ def main() -> None:
         rows.append([f"{label} (ms)", "n/a (not built yet)", "", "", "<= 500"])
     else:
         rows += [
-            [f"{label}, first of a round (ms)", f"{d['first_ms']:.0f}", f"{d['api_ms']:.0f}",
-             "GET /api/v1/hosts", "<= 500"],
+            [f"{label}, first scrape ever: made on request (ms)", f"{d['first_ms']:.0f}",
+             f"{d['api_ms']:.0f}", "GET /api/v1/hosts", ""],
+            [f"{label}, made after a round, off the request path (ms)",
+             f"{d['round_ms']:.0f}", "", "", ""],
+            [f"{label}, the scrape after that round (ms)", f"{d['scrape_ms']:.1f}", "", "",
+             "<= 500"],
             [f"{label}, again same round (ms)", f"{d['again_ms']:.1f}", "", "", ""],
             [f"{label}, size (MB)", f"{d['mb']:.1f}", "", "", ""],
         ]

@@ -15,11 +15,10 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from hmonitor import __version__
 from hmonitor.agent import server as srv
-from hmonitor.agent.metrics import build_registry
-from hmonitor.agent.metrics_http import MetricsServer, start_metrics_server
 from hmonitor.agent.snapshot import Collector, Sources
 from hmonitor.agent.sources import netinfo
 from hmonitor.agent.sources.accounts import ShadowExpiry
@@ -30,6 +29,9 @@ from hmonitor.agent.sources.nvml import NvmlSource
 from hmonitor.agent.sources.procs import ProcReader
 from hmonitor.agent.sources.simgpu import SimulatedGpuSource
 from hmonitor.agent.sources.users import UserNames
+
+if TYPE_CHECKING:
+    from hmonitor.agent.metrics_http import MetricsServer
 
 log = logging.getLogger("hmonitor.agent")
 
@@ -335,6 +337,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     metrics: MetricsServer | None = None
     if args.metrics_addr:
+        # Only here: prometheus_client costs a few MB an agent without --metrics-addr never needs.
+        from hmonitor.agent.metrics import build_registry  # noqa: PLC0415
+        from hmonitor.agent.metrics_http import start_metrics_server  # noqa: PLC0415
+
         registry = build_registry(collector.snapshot, collector.stats, pids=args.metrics_pids)
         try:
             metrics, metrics_port = start_metrics_server(

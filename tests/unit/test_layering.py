@@ -30,6 +30,8 @@ def test_the_agent_loads_nothing_of_the_dashboard_nor_flask() -> None:
     loaded = loaded_by("hmonitor.agent.cli")
     assert not {n for n in loaded if n.startswith("hmonitor.web")}
     assert not _top(loaded) & {"flask", "werkzeug", "jinja2", "waitress", "flask_wtf"}
+    # /metrics is off unless --metrics-addr: its library is loaded only then (memory)
+    assert "prometheus_client" not in _top(loaded)
 
 
 @pytest.mark.parametrize("module", [

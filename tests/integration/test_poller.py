@@ -25,11 +25,11 @@ import pytest
 from builders import H200, gpu, host_info, proc
 
 from hmonitor._pb import hm_pb2, hm_pb2_grpc
+from hmonitor.rpcwords import describe_rpc_error
 from hmonitor.web.bounds import CUT_MARK, LIMITS
 from hmonitor.web.channels import (
     credentials_from_settings,
     default_channel_factory,
-    describe_rpc_error,
 )
 from hmonitor.web.hoststate import HostState
 from hmonitor.web.poller import Poller

@@ -79,7 +79,8 @@ def test_no_import_points_the_wrong_way(folder: str, forbidden: str) -> None:
     assert {k: v for k, v in wrong.items() if v} == {}
 
 
-@pytest.mark.parametrize("shared", ["wire.py", "metricfamilies.py", "rules.py", "units.py"])
+@pytest.mark.parametrize("shared", ["wire.py", "metricfamilies.py", "rules.py", "units.py",
+                                    "rpcwords.py"])
 def test_shared_modules_import_neither_program(shared: str) -> None:
     # What agent and dashboard share: the wire's rules, HostInfo -> Prometheus families.
     assert not {m for m in imports_of(SRC / shared) if m.startswith(("hmonitor.agent",

@@ -20,9 +20,9 @@ from webkit import BEARER, login, make_app
 
 from hmonitor._pb import hm_pb2
 from hmonitor.metricfamilies import Family, HostFamilies, exposition
+from hmonitor.rpcwords import describe_rpc_error
 from hmonitor.web.api import metrics as metrics_api
 from hmonitor.web.api.metrics import CONTENT_TYPE, ERROR_KINDS, error_kind, render
-from hmonitor.web.channels import describe_rpc_error
 from hmonitor.web.hoststate import HostState, HostStateLike
 from hmonitor.web.state import get_state
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc
 
+from hmonitor import rpcwords
 from hmonitor._pb import hm_pb2, hm_pb2_grpc
 from hmonitor.ctl.config import AgentAddr
 from hmonitor.ctl.errors import Unreachable, UsageError
@@ -43,27 +44,11 @@ def host_from_info(agent: AgentAddr, info: hm_pb2.HostInfo) -> Host:
 
 
 def describe_rpc_error(err: grpc.RpcError, timeout: float) -> str:
-    """A failed GetInfo in words (the dashboard's poller says the same things)."""
-    code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
-    text = (err.details() if isinstance(err, grpc.Call) else "") or ""
-    low = text.lower()
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return f"no answer within {timeout:g} s"
-    if code == grpc.StatusCode.PERMISSION_DENIED:
-        return "refused by the agent's allow-list (add this machine's address to its GOHM_ALLOW)"
-    if code == grpc.StatusCode.UNAUTHENTICATED:
-        return "agent token rejected (set HMONITOR_AGENT_TOKEN to the agent's GOHM_TOKEN)"
-    if code == grpc.StatusCode.UNIMPLEMENTED:
-        return "a gRPC server, but not an hmonitor agent (no gpu.HostMonitor/GetInfo)"
-    if code == grpc.StatusCode.UNAVAILABLE:
-        if "connection refused" in low:
-            return "connection refused (no agent listening on that port?)"
-        if "resolv" in low or "dns" in low or "name not found" in low:
-            return "cannot resolve the host name"
-        if "ssl" in low or "tls" in low or "handshake" in low or "certificate" in low:
-            return f"TLS handshake failed: {text.splitlines()[-1] if text else ''}".rstrip(": ")
-        return f"cannot connect: {text}" if text else "cannot connect"
-    return f"{code.name.lower()}: {text}" if text else code.name.lower()
+    """A failed GetInfo in words, as the dashboard's poller says them, with our own advice."""
+    if not isinstance(err, grpc.Call):
+        return "unknown error"
+    return rpcwords.describe_rpc_error(err.code(), err.details(), timeout=timeout,
+                                       advice=rpcwords.CTL)
 
 
 class AgentPool:

@@ -31,12 +31,12 @@ import grpc
 import grpc.aio
 
 from hmonitor._pb import hm_pb2
+from hmonitor.rpcwords import describe_rpc_error
 from hmonitor.web.bounds import bound_host_info, bound_text
 from hmonitor.web.channels import (
     ChannelFactory,
     channel_options,
     default_channel_factory,
-    describe_rpc_error,
 )
 from hmonitor.web.hoststate import HostState
 

@@ -37,7 +37,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # the classic text fo
 
 ERROR_KINDS = ("refused", "timeout", "allow_list", "agent", "other")
 
-# The poller keeps a host's error in words only (web/channels.py describe_rpc_error); these are
+# The poller keeps a host's error in words only (hmonitor/rpcwords.py describe_rpc_error); these are
 # the beginnings of its sentences, in the order tried.
 _KIND_BY_START = (
     ("connection refused", "refused"),

@@ -89,14 +89,20 @@ def cmd_subscriptions(ctx: Ctx, a: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_unsubscribe(ctx: Ctx, a: argparse.Namespace) -> int:
-    client = ctx.dashboard("unsubscribe", "subscriptions")
-    answer = client.send_json("DELETE", f"/api/v1/subscriptions/{a.id}", None)
+def _send(ctx: Ctx, a: argparse.Namespace, command: str, method: str, path: str,
+          body: Any, said: str, keeps: str = "alerts") -> int:
+    """One change on the dashboard: its answer with --json, else ``said``."""
+    answer = ctx.dashboard(command, keeps).send_json(method, path, body)
     if a.json:
         ctx.dump(answer)
     else:
-        ctx.print(f"removed subscription {a.id}")
+        ctx.print(said)
     return EXIT_OK
+
+
+def cmd_unsubscribe(ctx: Ctx, a: argparse.Namespace) -> int:
+    return _send(ctx, a, "unsubscribe", "DELETE", f"/api/v1/subscriptions/{a.id}", None,
+                 f"removed subscription {a.id}", keeps="subscriptions")
 
 
 def _alerts(client: DashboardClient) -> list[dict[str, Any]]:
@@ -142,20 +148,10 @@ def cmd_silence(ctx: Ctx, a: argparse.Namespace) -> int:
 
 
 def cmd_unsilence(ctx: Ctx, a: argparse.Namespace) -> int:
-    client = ctx.dashboard("unsilence", "alerts")
-    answer = client.send_json("DELETE", alert_path(a.id, "silence"), None)
-    if a.json:
-        ctx.dump(answer)
-    else:
-        ctx.print(f"{a.id} is no longer silenced")
-    return EXIT_OK
+    return _send(ctx, a, "unsilence", "DELETE", alert_path(a.id, "silence"), None,
+                 f"{a.id} is no longer silenced")
 
 
 def cmd_ack(ctx: Ctx, a: argparse.Namespace) -> int:
-    client = ctx.dashboard("ack", "alerts")
-    answer = client.send_json("POST", alert_path(a.id, "ack"), {})
-    if a.json:
-        ctx.dump(answer)
-    else:
-        ctx.print(f"acknowledged {a.id}: no more reminders until it ends")
-    return EXIT_OK
+    return _send(ctx, a, "ack", "POST", alert_path(a.id, "ack"), {},
+                 f"acknowledged {a.id}: no more reminders until it ends")
